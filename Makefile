@@ -1,0 +1,31 @@
+# Every target installs what it needs first (scripts/setup.sh is idempotent).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup run snapshot check test lint bench clean
+
+setup:
+	scripts/setup.sh
+
+## run the agent on this machine: a live per-workload table, no cluster and no collector needed
+run: setup
+	$(PY) -m kpod_otel run --config examples/local.yaml --console $(ARGS)
+
+snapshot: setup
+	$(PY) -m kpod_otel snapshot --config examples/local.yaml $(ARGS)
+
+check: setup
+	$(PY) -m kpod_otel check --config examples/local.yaml
+
+## all tests, plus lint and type checks
+test: setup
+	$(VENV)/bin/ruff check kpod_otel tests bench
+	$(VENV)/bin/mypy
+	$(PY) -m pytest $(ARGS)
+
+bench: setup
+	$(PY) bench/export_cycle.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

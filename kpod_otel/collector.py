@@ -1,0 +1,96 @@
+"""The seam between collectors and the export pipeline.
+
+A collector declares its instruments once, then each cycle reads its sources *once* into a
+`CollectorSnapshot` (observations grouped by target key and metric name). The pipeline registers one
+observable instrument per declared metric on every target's MeterProvider; their callbacks only look up
+the snapshot of the current cycle, so a file or a BPF map is never read twice in a cycle however many
+instruments share it. Histograms already bucketed by the kernel are published as `HistogramPoint`s and
+merged below the OTel API (there is no observable histogram in the API).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from kpod_otel.model import Attributes, Target
+
+AGENT_TARGET_KEY = "__agent__"
+
+
+class InstrumentKind(StrEnum):
+    COUNTER = "counter"  # monotonic cumulative sum (observable counter)
+    UP_DOWN_COUNTER = "updowncounter"  # non-monotonic cumulative sum
+    GAUGE = "gauge"
+    HISTOGRAM = "histogram"  # published as HistogramPoint, never observed through the API
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentSpec:
+    name: str
+    kind: InstrumentKind
+    unit: str
+    description: str
+
+
+@dataclass(frozen=True, slots=True)
+class Observation:
+    value: int | float
+    attributes: Attributes
+
+
+@dataclass(frozen=True, slots=True)
+class HistogramPoint:
+    """A cumulative histogram whose buckets were counted elsewhere (the kernel).
+
+    `bounds` are the explicit upper bounds (inclusive, in the instrument's unit); `bucket_counts` has
+    len(bounds) + 1 entries, the last one for values above the last bound.
+    """
+
+    name: str
+    attributes: Attributes
+    bounds: tuple[float, ...]
+    bucket_counts: tuple[int, ...]
+    sum: float
+    count: int
+    min: float | None = None
+    max: float | None = None
+
+
+@dataclass(slots=True)
+class CollectorSnapshot:
+    """Everything one collector read in one cycle."""
+
+    # target key -> metric name -> observations
+    points: dict[str, dict[str, list[Observation]]] = field(default_factory=dict)
+    # target key -> histogram points
+    histograms: dict[str, list[HistogramPoint]] = field(default_factory=dict)
+
+    def add(self, target_key: str, metric: str, value: int | float, attributes: Attributes) -> None:
+        self.points.setdefault(target_key, {}).setdefault(metric, []).append(Observation(value, attributes))
+
+    def add_histogram(self, target_key: str, point: HistogramPoint) -> None:
+        self.histograms.setdefault(target_key, []).append(point)
+
+
+class Collector(ABC):
+    """One source of metrics (a cgroup file family, a BPF program, the agent itself)."""
+
+    name: str
+
+    @abstractmethod
+    def instruments(self) -> Sequence[InstrumentSpec]:
+        """The metrics this collector can produce; fixed for the collector's lifetime."""
+
+    @abstractmethod
+    def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
+        """Read every source once and return this cycle's observations.
+
+        Must not raise for a problem that concerns one target (a vanished cgroup, a malformed file):
+        skip that target's points, log, and count it through the agent's self-metrics.
+        """
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release kernel objects (BPF programs, netlink sockets)."""

@@ -1,0 +1,1 @@
+"""Pod discovery: which pods run on this node (Kubernetes API watch, kubelet polling, local cgroups)."""
