@@ -98,7 +98,7 @@ class HealthConfig:
 @dataclass(frozen=True, slots=True)
 class Config:
     profile: Profile = Profile.STANDARD
-    poll_interval_ms: int = 15000
+    poll_interval_ms: int | None = None  # None: OTEL_METRIC_EXPORT_INTERVAL, else 15000
     node_name: str = ""
     cluster_name: str = ""
     collectors: Mapping[str, bool] = field(default_factory=dict)  # custom profile switches
@@ -302,7 +302,7 @@ def _build(v: Mapping[str, Any]) -> Config:
         )
     return Config(
         profile=profile,
-        poll_interval_ms=v.get("poll-interval", 15000),
+        poll_interval_ms=v.get("poll-interval"),
         node_name=v.get("node-name", ""),
         cluster_name=v.get("cluster-name", ""),
         collectors=collectors,

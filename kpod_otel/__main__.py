@@ -1,0 +1,3 @@
+from kpod_otel.cli import main
+
+raise SystemExit(main())

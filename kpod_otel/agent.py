@@ -1,0 +1,139 @@
+"""The collection loop: every interval, targets -> collectors -> one OTLP export (and/or a console table).
+
+Shutdown (SIGTERM from Kubernetes, SIGINT) sets an event; the loop wakes at once, runs one final
+cycle so the last values are exported, closes everything (BPF programs are detached by the collectors'
+close()) and returns 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from kpod_otel.export.pipeline import CycleResult, MetricsPipeline
+from kpod_otel.model import Target
+from kpod_otel.selfmetrics import AgentStats
+
+log = logging.getLogger(__name__)
+
+
+class TargetSource(Protocol):
+    """Discovery + cgroup resolution: the targets to measure this cycle."""
+
+    def start(self) -> None: ...
+
+    def targets(self) -> list[Target]: ...
+
+    def stop(self) -> None: ...
+
+
+class CycleSink(Protocol):
+    """Where a cycle's data goes: the OTLP exporter, a console table."""
+
+    def deliver(self, result: CycleResult, deadline_s: float) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class AgentState:
+    """What the health endpoints look at; written by the loop thread only."""
+
+    interval_s: float
+    started_monotonic: float
+    cycles: int = 0
+    last_cycle_end: float | None = None  # monotonic
+    last_export_ok: bool | None = None
+
+    def alive(self, now: float | None = None) -> bool:
+        """The loop has finished a cycle recently (or is still within its first few intervals)."""
+        now = time.monotonic() if now is None else now
+        last = self.last_cycle_end if self.last_cycle_end is not None else self.started_monotonic
+        return now - last <= 3 * self.interval_s + 30
+
+    def ready(self) -> bool:
+        return self.cycles > 0
+
+
+class Agent:
+    def __init__(
+        self,
+        source: TargetSource,
+        pipeline: MetricsPipeline,
+        sinks: Sequence[CycleSink],
+        stats: AgentStats,
+        interval_s: float,
+        export_timeout_s: float,
+    ) -> None:
+        self._source = source
+        self._pipeline = pipeline
+        self._sinks = list(sinks)
+        self._stats = stats
+        self.state = AgentState(interval_s=interval_s, started_monotonic=time.monotonic())
+        self._export_timeout_s = export_timeout_s
+
+    def start(self) -> None:
+        self._source.start()
+
+    def run_cycle(self) -> bool:
+        """One collection and delivery; True if every sink succeeded."""
+        t0 = time.monotonic()
+        try:
+            targets = self._source.targets()
+        except Exception:
+            log.exception("discovery failed this cycle; measuring no pods")
+            self._stats.error("discovery", "targets")
+            targets = []
+        self._stats.add("kpod.agent.cycles")
+        result = self._pipeline.collect(targets)
+        self._stats.set("kpod.agent.export.points", result.points)
+        # A hanging receiver must not stall the loop beyond one interval.
+        deadline = min(self._export_timeout_s, max(1.0, self.state.interval_s * 0.9))
+        ok = True
+        for sink in self._sinks:
+            try:
+                ok = sink.deliver(result, deadline) and ok
+            except Exception:
+                log.exception("delivering the cycle's data failed")
+                self._stats.error("exporter", "deliver")
+                ok = False
+        self._stats.set("kpod.agent.cycle.duration", time.monotonic() - t0)
+        self.state.cycles += 1
+        self.state.last_cycle_end = time.monotonic()
+        self.state.last_export_ok = ok
+        return ok
+
+    def run(self, stop: threading.Event) -> int:
+        """Cycle every interval until `stop` is set, then one final cycle. Returns the exit code."""
+        interval = self.state.interval_s
+        next_at = time.monotonic()
+        try:
+            while not stop.is_set():
+                self.run_cycle()
+                next_at += interval
+                now = time.monotonic()
+                if next_at < now:  # a cycle overran: skip the missed slots instead of bunching up
+                    missed = int((now - next_at) // interval) + 1
+                    next_at += missed * interval
+                stop.wait(max(0.0, next_at - now))
+            log.info("shutting down: final export")
+            self.run_cycle()
+        finally:
+            self.close()
+        return 0
+
+    def close(self) -> None:
+        try:
+            self._source.stop()
+        except Exception:
+            log.exception("stopping discovery failed")
+        self._pipeline.close()
+        for sink in self._sinks:
+            try:
+                sink.close()
+            except Exception:
+                log.exception("closing a sink failed")

@@ -1,0 +1,1 @@
+"""From collector snapshots to OTLP: per-target MeterProviders, histogram merging, exporters."""

@@ -1,0 +1,124 @@
+"""Sends one serialized-ready OTLP request over gRPC or HTTP/protobuf. No retries here: counters are
+cumulative, so the next cycle carries everything a failed export would have carried."""
+
+from __future__ import annotations
+
+import gzip
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import requests
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import (
+    ExportMetricsServiceRequest,
+    ExportMetricsServiceResponse,
+)
+from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2_grpc import MetricsServiceStub
+
+from kpod_otel import __version__
+from kpod_otel.export.otlp_settings import OtlpSettings, Protocol
+
+USER_AGENT = f"kpod-otel/{__version__}"
+
+
+@dataclass(frozen=True, slots=True)
+class SendResult:
+    ok: bool
+    rejected_points: int = 0
+    error: str = ""  # short, loggable: never contains header values
+    retryable: bool = True
+
+
+class Transport(ABC):
+    @abstractmethod
+    def send(self, request: ExportMetricsServiceRequest, timeout_s: float) -> SendResult: ...
+
+    def close(self) -> None:  # noqa: B027 - optional
+        pass
+
+
+def _read(path: str) -> bytes | None:
+    return Path(path).read_bytes() if path else None
+
+
+class GrpcTransport(Transport):
+    def __init__(self, settings: OtlpSettings) -> None:
+        self._settings = settings
+        options = [("grpc.primary_user_agent", USER_AGENT)]
+        if settings.insecure:
+            self._channel = grpc.insecure_channel(settings.endpoint, options=options)
+        else:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=_read(settings.certificate_file),
+                private_key=_read(settings.client_key_file),
+                certificate_chain=_read(settings.client_certificate_file),
+            )
+            self._channel = grpc.secure_channel(settings.endpoint, creds, options=options)
+        self._stub = MetricsServiceStub(self._channel)  # type: ignore[no-untyped-call]
+        self._metadata = tuple(settings.headers)
+
+    def send(self, request: ExportMetricsServiceRequest, timeout_s: float) -> SendResult:
+        try:
+            response: ExportMetricsServiceResponse = self._stub.Export(
+                request,
+                metadata=self._metadata,
+                timeout=timeout_s,
+                compression=grpc.Compression.Gzip if self._settings.gzip else grpc.Compression.NoCompression,
+            )
+        except grpc.RpcError as exc:
+            code = exc.code() if hasattr(exc, "code") else None
+            name = code.name if code is not None else "UNKNOWN"
+            retryable = name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED",
+                                 "CANCELLED", "OUT_OF_RANGE", "DATA_LOSS")
+            return SendResult(False, error=f"gRPC {name}", retryable=retryable)
+        rejected = response.partial_success.rejected_data_points if response.HasField("partial_success") else 0
+        return SendResult(True, rejected_points=rejected)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+class HttpTransport(Transport):
+    def __init__(self, settings: OtlpSettings) -> None:
+        self._settings = settings
+        self._session = requests.Session()
+        self._session.headers.update(dict(settings.headers))
+        self._session.headers["Content-Type"] = "application/x-protobuf"
+        self._session.headers["User-Agent"] = USER_AGENT
+        if settings.gzip:
+            self._session.headers["Content-Encoding"] = "gzip"
+        if settings.certificate_file:
+            self._session.verify = settings.certificate_file
+        if settings.client_certificate_file and settings.client_key_file:
+            self._session.cert = (settings.client_certificate_file, settings.client_key_file)
+
+    def send(self, request: ExportMetricsServiceRequest, timeout_s: float) -> SendResult:
+        body = request.SerializeToString()
+        if self._settings.gzip:
+            body = gzip.compress(body, compresslevel=6)
+        try:
+            resp = self._session.post(self._settings.endpoint, data=body, timeout=timeout_s)
+        except requests.RequestException as exc:
+            return SendResult(False, error=f"HTTP {type(exc).__name__}")
+        if resp.status_code // 100 != 2:
+            retryable = resp.status_code in (429, 502, 503, 504)
+            return SendResult(False, error=f"HTTP {resp.status_code}", retryable=retryable)
+        rejected = 0
+        if resp.content:
+            parsed = ExportMetricsServiceResponse()
+            try:
+                parsed.ParseFromString(resp.content)
+                rejected = parsed.partial_success.rejected_data_points
+            except Exception:  # a 2xx with an unparsable body still delivered the data
+                rejected = 0
+        return SendResult(True, rejected_points=rejected)
+
+    def close(self) -> None:
+        self._session.close()
+
+
+def make_transport(settings: OtlpSettings) -> Transport:
+    if settings.protocol is Protocol.HTTP_PROTOBUF:
+        return HttpTransport(settings)
+    return GrpcTransport(settings)
