@@ -250,10 +250,16 @@ def _coerce(path: str, raw: Any) -> Any:
     raise AssertionError(kind)
 
 
+def env_override_names() -> dict[str, str]:
+    """`KPOD_*` variable name -> the key path it overrides."""
+    by_env = {"KPOD_" + re.sub(r"[.\-]", "_", k).upper(): k for k in _SCHEMA}
+    by_env["KPOD_FILTER_EXCLUDE_NAMESPACES"] = by_env.pop("KPOD_FILTER_EXCLUDENAMESPACES")
+    return by_env
+
+
 def _env_overrides(env: Mapping[str, str]) -> dict[str, str]:
     """`KPOD_DISCOVERY_KUBELET_POLL_INTERVAL=10` -> {"discovery.kubelet-poll-interval": "10"}."""
-    by_env = {"KPOD_" + re.sub(r"[.\-]", "_", k).upper(): k for k in _SCHEMA}
-    by_env["KPOD_FILTER_EXCLUDE_NAMESPACES"] = "filter.excludeNamespaces"
+    by_env = env_override_names()
     return {by_env[name]: value for name, value in env.items() if name in by_env}
 
 
@@ -323,3 +329,8 @@ def load_config(path: str | Path | None, env: Mapping[str, str] | None = None) -
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror}") from None
     return parse_config(text, env)
+
+
+def config_keys() -> tuple[str, ...]:
+    """Every key path the YAML accepts under `kpod:` (for docs and deployment checks)."""
+    return tuple(_SCHEMA)

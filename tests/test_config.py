@@ -104,3 +104,14 @@ def test_cli_version() -> None:
     from kpod_otel import __version__
 
     assert proc.returncode == 0 and proc.stdout.strip() == f"kpod-otel {__version__}"
+
+
+def test_every_key_is_documented() -> None:
+    from kpod_otel.config import COLLECTORS, config_keys
+
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    for key in config_keys():
+        if key.startswith("collectors."):
+            continue
+        assert f"`{key}`" in doc, key
+    assert "`collectors.<name>.enabled`" in doc and all(f"`{c}`" in doc for c in COLLECTORS)
