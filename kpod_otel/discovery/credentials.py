@@ -150,6 +150,8 @@ class KubeletEndpoint:
         if self.insecure_skip_verify:
             log.warning("kubelet TLS verification is DISABLED (discovery.kubelet-insecure-skip-verify: "
                         "true): the bearer token is sent to whoever answers at %s", self.host)
+            # Warned once here; urllib3 would otherwise warn on every poll.
+            urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
         token = TokenFile(self.token_file)
         cfg = bearer_configuration(self.host, token, ca_file=self.ca_file,
                                    insecure_skip_verify=self.insecure_skip_verify)

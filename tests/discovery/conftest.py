@@ -93,8 +93,9 @@ def make_kubelet(kubelet_server: FakeServer, ca: TestCA, token_file: Path,
                  stats: AgentStats) -> Iterator[Callable[..., KubeletProvider]]:
     made: list[KubeletProvider] = []
 
-    def make(*, ca_file: str | None = None, insecure_skip_verify: bool = False, **kw: Any) -> KubeletProvider:
-        endpoint = KubeletEndpoint(host=kubelet_server.url,
+    def make(*, ca_file: str | None = None, insecure_skip_verify: bool = False, host: str = "",
+             **kw: Any) -> KubeletProvider:
+        endpoint = KubeletEndpoint(host=host or kubelet_server.url,
                                    ca_file=str(ca.ca_file) if ca_file is None else ca_file,
                                    token_file=str(token_file), insecure_skip_verify=insecure_skip_verify)
         client, token = endpoint.api_client()

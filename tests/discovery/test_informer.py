@@ -66,8 +66,7 @@ def test_watch_add_modify_delete(cluster: FakeCluster, api: FakeServer, make_inf
     rv_b = cluster.add_pod(b)
     cluster.add_pod(make_pod("elsewhere", "shop", node=OTHER_NODE))
     assert wait_until(lambda: uid_of(b) in uids(informer))
-    assert informer.pods()[-1].labels == {"tier": "backend"} or any(
-        p.labels == {"tier": "backend"} for p in informer.pods())
+    assert next(p for p in informer.pods() if p.uid == uid_of(b)).labels == {"tier": "backend"}
     rv = cluster.restart_container(uid_of(a), "app")
     expected_id = cluster.pods[uid_of(a)]["status"]["containerStatuses"][0]["containerID"].split("://")[1]
 
@@ -84,7 +83,8 @@ def test_watch_add_modify_delete(cluster: FakeCluster, api: FakeServer, make_inf
     assert uids(informer) == node_uids(cluster)
     # Only our node's events were streamed (fieldSelector honoured on the watch).
     sent = api.watches[0].sent
-    assert [(t, u) for t, _, u in sent] == [("ADDED", uid_of(b)), ("MODIFIED", uid_of(a)), ("DELETED", uid_of(a))]
+    assert [(t, u) for t, _, u in sent] == [
+        ("ADDED", uid_of(b)), ("MODIFIED", uid_of(a)), ("DELETED", uid_of(a))]
     assert sent[0][1] == rv_b
     assert len(api.list_requests()) == 1
 

@@ -53,7 +53,8 @@ def container_id(seed: str) -> str:
 def _container_spec(name: str, qos: str) -> Obj:
     resources: Obj = {}
     if qos == "Guaranteed":
-        resources = {"limits": {"cpu": "250m", "memory": "128Mi"}, "requests": {"cpu": "250m", "memory": "128Mi"}}
+        amounts = {"cpu": "250m", "memory": "128Mi"}
+        resources = {"limits": dict(amounts), "requests": dict(amounts)}
     elif qos == "Burstable":
         resources = {"requests": {"cpu": "100m", "memory": "64Mi"}}
     return {
@@ -383,7 +384,8 @@ class _Handler(BaseHTTPRequestHandler):
         m = re.fullmatch(r"/api/v1(?:/namespaces/([^/]+))?/pods", url.path)
         if not m:
             rec.status = 404
-            self._json(404, status_object(404, "NotFound", "the server could not find the requested resource"))
+            self._json(404, status_object(404, "NotFound",
+                                          "the server could not find the requested resource"))
             return
         try:
             match = parse_field_selector(query.get("fieldSelector", ""))
