@@ -166,8 +166,11 @@ class InformerProvider(PodProvider):
     def _before_sleep(self, state: Any) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         if isinstance(exc, ApiUnavailable):
-            log.warning("API server: %s; retrying in %.1fs (attempt %d)", exc,
-                        state.next_action.sleep if state.next_action else 0, state.attempt_number)
+            # A long outage logs its first failures, then every tenth (each is still counted).
+            n = state.attempt_number
+            level = logging.WARNING if n <= 3 or n % 10 == 0 else logging.DEBUG
+            log.log(level, "API server: %s; retrying in %.1fs (attempt %d)", exc,
+                    state.next_action.sleep if state.next_action else 0, n)
 
     def _session(self) -> None:
         """LIST if needed, then one WATCH until it ends. Raises to back off; returns to go on at once."""
@@ -192,6 +195,8 @@ class InformerProvider(PodProvider):
                 self._token.invalidate()
             detail = f"{what}: HTTP {exc.status} {exc.reason}"
             kind = "auth" if exc.status in (401, 403) else "api"
+        elif isinstance(exc, CredentialsError):
+            detail, kind = f"{what}: {exc}", "auth"
         else:
             detail = f"{what}: {type(exc).__name__}: {exc}"
             kind = "unavailable"
@@ -209,7 +214,10 @@ class InformerProvider(PodProvider):
                 _preload_content=False,
                 _request_timeout=(self._connect_timeout, self._list_timeout),
             ))
-            body = resp.data
+            try:
+                body = resp.data
+            finally:
+                resp.release_conn()
         except (ApiException, urllib3.exceptions.HTTPError, OSError, CredentialsError) as exc:
             raise self._failed("LIST pods", exc) from None
         try:
@@ -255,6 +263,7 @@ class InformerProvider(PodProvider):
         self._mark(failing=False)
         with self._lock:
             self._resp = resp
+        complete = False  # only a stream read to its end may go back to the pool for keep-alive
         try:
             if self._stop.is_set():
                 raise _Stopped
@@ -263,6 +272,7 @@ class InformerProvider(PodProvider):
                     raise _Stopped
                 if not self._event(line):
                     return  # 410: the session loop re-lists at once
+            complete = True
         except (urllib3.exceptions.HTTPError, OSError) as exc:
             if self._stop.is_set():
                 raise _Stopped from None
@@ -272,6 +282,8 @@ class InformerProvider(PodProvider):
         finally:
             with self._lock:
                 self._resp = None
+            if not complete:
+                resp.close()  # unread bytes must not be mistaken for the next response
             resp.release_conn()
 
     def _expired(self, why: str) -> None:

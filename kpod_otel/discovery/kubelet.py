@@ -135,6 +135,7 @@ class KubeletProvider(PodProvider):
             self._stats.error(COMPONENT, "kubelet")
             raise KubeletError(f"GET {self._client.configuration.host}/pods: {type(exc).__name__}: "
                                f"{exc}") from None
+        complete = False
         try:
             if resp.status == 401 and self._token is not None:
                 self._token.invalidate()
@@ -149,7 +150,10 @@ class KubeletProvider(PodProvider):
             except (urllib3.exceptions.HTTPError, OSError) as exc:
                 self._stats.error(COMPONENT, "kubelet")
                 raise KubeletError(f"GET /pods: reading the body: {exc}") from None
+            complete = True
         finally:
+            if not complete:
+                resp.close()  # unread bytes must not be mistaken for the next response
             resp.release_conn()
         try:
             plist = parse_pod_list(json.loads(raw))
