@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -13,24 +12,9 @@ from kpod_otel.discovery.credentials import ApiEndpoint, KubeletEndpoint
 from kpod_otel.discovery.informer import InformerProvider
 from kpod_otel.discovery.kubelet import KubeletProvider
 from kpod_otel.selfmetrics import AgentStats
+from tests.discovery.helpers import API_TOKEN, FAST_INFORMER
 from tests.fakes.k8s import NODE, FakeCluster, FakeServer
 from tests.fakes.tls import TestCA
-
-API_TOKEN = "kpt-disc-token-one.eyJhbGciOiJSUzI1NiJ9"
-ROTATED_TOKEN = "kpt-disc-token-two.eyJhbGciOiJSUzI1NiJ9"
-
-# Short timings so the whole suite runs in seconds; the production defaults are in DiscoveryConfig.
-FAST_INFORMER: dict[str, Any] = {"backoff_max": 0.2, "backoff_multiplier": 0.05, "connect_timeout": 2.0,
-                                 "list_timeout": 5.0}
-
-
-def wait_until(pred: Callable[[], bool], timeout: float = 5.0, step: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(step)
-    return pred()
 
 
 @pytest.fixture

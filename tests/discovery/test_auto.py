@@ -17,7 +17,7 @@ from kpod_otel.discovery.informer import InformerProvider
 from kpod_otel.discovery.kubelet import KubeletProvider
 from kpod_otel.model import PodInfo
 from kpod_otel.selfmetrics import AgentStats
-from tests.discovery.conftest import wait_until
+from tests.discovery.helpers import wait_until
 from tests.fakes.k8s import NODE, FakeCluster, FakeServer, make_pod, uid_of
 from tests.fakes.tls import TestCA
 

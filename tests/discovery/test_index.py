@@ -9,7 +9,7 @@ from kpod_otel.discovery.base import PodProvider
 from kpod_otel.discovery.index import PodIndex
 from kpod_otel.discovery.informer import InformerProvider
 from kpod_otel.model import PodInfo
-from tests.discovery.conftest import wait_until
+from tests.discovery.helpers import wait_until
 from tests.fakes.k8s import FakeCluster, FakeServer, make_pod, uid_of
 
 MakeInformer = Callable[..., InformerProvider]

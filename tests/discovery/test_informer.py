@@ -11,7 +11,7 @@ import pytest
 from kpod_otel.discovery.credentials import ApiEndpoint
 from kpod_otel.discovery.informer import InformerProvider
 from kpod_otel.selfmetrics import AgentStats
-from tests.discovery.conftest import API_TOKEN, FAST_INFORMER, ROTATED_TOKEN, wait_until
+from tests.discovery.helpers import API_TOKEN, FAST_INFORMER, ROTATED_TOKEN, wait_until
 from tests.fakes.k8s import NODE, OTHER_NODE, FakeCluster, FakeServer, make_pod, uid_of
 from tests.fakes.tls import TestCA
 

@@ -10,7 +10,7 @@ import pytest
 
 from kpod_otel.discovery.kubelet import KubeletError, KubeletProvider
 from kpod_otel.selfmetrics import AgentStats
-from tests.discovery.conftest import API_TOKEN, ROTATED_TOKEN, wait_until
+from tests.discovery.helpers import API_TOKEN, ROTATED_TOKEN, wait_until
 from tests.fakes.k8s import OTHER_NODE, FakeCluster, FakeServer, make_pod, uid_of
 from tests.fakes.tls import TestCA
 
