@@ -12,6 +12,7 @@ from kpod_otel.agent import Agent, CycleSink
 from kpod_otel.collector import Collector
 from kpod_otel.config import Config, ConfigError, FilterConfig
 from kpod_otel.discovery.base import PodProvider
+from kpod_otel.discovery.index import PodIndex
 from kpod_otel.export.exporter import OtlpExporter
 from kpod_otel.export.otlp_settings import SettingsError, settings_from_env
 from kpod_otel.export.pipeline import MetricsPipeline
@@ -50,7 +51,7 @@ def interval_seconds(config: Config) -> float:
 
 
 class DiscoveryTargetSource:
-    """A PodProvider's pods, filtered by namespace, resolved to Targets."""
+    """The pod index's pods for this cycle (filtered, deleted pods kept one last cycle), as Targets."""
 
     def __init__(
         self,
@@ -59,16 +60,14 @@ class DiscoveryTargetSource:
         pod_filter: FilterConfig,
     ) -> None:
         self._provider = provider
+        self._index = PodIndex(provider, pod_filter)
         self._resolve = resolve
-        self._filter = pod_filter
 
     def start(self) -> None:
         self._provider.start()
 
     def targets(self) -> list[Target]:
-        # Local non-Kubernetes workloads (cgroup_path set) have no namespace to filter on.
-        pods = [p for p in self._provider.pods() if p.cgroup_path or self._filter.allows(p.namespace)]
-        return self._resolve(pods)
+        return self._resolve(self._index.cycle())
 
     def stop(self) -> None:
         self._provider.stop()

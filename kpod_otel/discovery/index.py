@@ -72,7 +72,8 @@ class PodIndex:
         self._current: dict[str, PodInfo] = {}  # what the last cycle returned
 
     def cycle(self) -> list[PodInfo]:
-        seen = {p.uid: p for p in self._provider.pods() if self._filters.allows(p.namespace)}
+        # Local non-Kubernetes workloads (cgroup_path set) have no namespace for the filters to judge.
+        seen = {p.uid: p for p in self._provider.pods() if p.cgroup_path or self._filters.allows(p.namespace)}
         out: dict[str, PodInfo] = {}
         for uid, pod in seen.items():
             if pod.phase in FINISHED_PHASES:

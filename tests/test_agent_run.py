@@ -1,0 +1,104 @@
+"""`kpod-otel run` as a subprocess, exactly as a user runs it, against a real OTLP receiver."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.export.helpers import by_resource
+from tests.fakes.otlp import OtlpReceiver
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def write_config(tmp_path: Path, interval_ms: int = 1000, extra: str = "") -> Path:
+    # A local-discovery agent over an empty, prepared cgroup tree: no pods, only the agent's own metrics.
+    cg = tmp_path / "cgroup"
+    (cg / "unified").mkdir(parents=True)
+    proc = tmp_path / "proc"
+    (proc / "1").mkdir(parents=True)
+    cfg = tmp_path / "kpod.yaml"
+    cfg.write_text(
+        "kpod:\n"
+        "  profile: custom\n"
+        f"  poll-interval: {interval_ms}\n"
+        "  node-name: test-node\n"
+        "  collectors:\n    disk: {enabled: true}\n"
+        "  discovery:\n    mode: local\n"
+        "  bpf:\n    enabled: false\n"
+        f"  cgroup:\n    root: {cg}\n    proc-root: {proc}\n    sys-root: {tmp_path}\n"
+        "  health:\n    port: 0\n" + extra
+    )
+    return cfg
+
+
+def agent_env(receiver: OtlpReceiver, protocol: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KPOD_"))}
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
+    env["OTEL_EXPORTER_OTLP_PROTOCOL"] = protocol
+    return env
+
+
+@pytest.mark.parametrize(("kind", "protocol"), [("grpc", "grpc"), ("http", "http/protobuf")])
+def test_run_once_exports_the_agent_resource(tmp_path: Path, kind: str, protocol: str) -> None:
+    receiver = OtlpReceiver().start(kind)
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "kpod_otel", "run", "--once", "--config", str(write_config(tmp_path))],
+            env=agent_env(receiver, protocol), capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 0, proc.stderr
+        got = by_resource([r.request for r in receiver.wait_for(1)])
+        agent = got["kpod-otel"]
+        assert agent["resource"]["service.name"] == "kpod-otel"
+        assert agent["resource"]["k8s.node.name"] == "test-node"
+        from kpod_otel import __version__
+
+        assert agent["resource"]["service.version"] == __version__
+        assert agent["kpod.agent.cycles"].sum.data_points[0].as_int == 1
+    finally:
+        receiver.stop()
+
+
+def test_run_once_fails_when_the_export_fails(tmp_path: Path) -> None:
+    receiver = OtlpReceiver().start("grpc")
+    receiver.behaviour.fail = True
+    try:
+        proc = subprocess.run(
+            [sys.executable, "-m", "kpod_otel", "run", "--once", "--config", str(write_config(tmp_path))],
+            env=agent_env(receiver, "grpc"), capture_output=True, text=True, timeout=120,
+        )
+        assert proc.returncode == 1
+    finally:
+        receiver.stop()
+
+
+def test_sigterm_final_export_and_exit_0(tmp_path: Path) -> None:
+    receiver = OtlpReceiver().start("grpc")
+    # a long interval: the export after SIGTERM can only be the final one
+    cfg = write_config(tmp_path, interval_ms=600_000)
+    agent = subprocess.Popen([sys.executable, "-m", "kpod_otel", "run", "--config", str(cfg)],
+                             env=agent_env(receiver, "grpc"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        receiver.wait_for(1, timeout=60)  # the first cycle runs at start
+        time.sleep(0.5)
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=30)
+        assert agent.returncode == 0, err
+        received = receiver.wait_for(2, timeout=5)
+        assert len(received) == 2
+        cycles = [by_resource([r.request])["kpod-otel"]["kpod.agent.cycles"].sum.data_points[0].as_int
+                  for r in received]
+        assert cycles == [1, 2]
+        assert "final export" in err
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        receiver.stop()
