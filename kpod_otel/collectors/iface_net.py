@@ -1,0 +1,254 @@
+"""InterfaceNetworkCollector: per-pod interface counters read inside the pod's network namespace.
+
+A pod's containers share one network namespace, so the eight `kpod.net.iface.*` counters are reported
+once per pod (no container attributes), per interface (`network.interface.name`). The namespace is
+reached through a pid of the pod (`<proc>/<pid>/ns/net`, the sandbox's pid first).
+
+Source: IFLA_STATS64 over rtnetlink (pyroute2). A netlink socket is bound to the namespace it was
+created in, so one socket per namespace is created once (by a short-lived thread that `setns`es into
+it; threads have their own network namespace, the agent's other threads are not affected) and reused
+every cycle. A socket also keeps its namespace alive, so sockets of namespaces no pod uses any more
+are closed at the end of each cycle: the number of open sockets never exceeds the number of pods.
+When netlink fails (no permission to enter the namespace, pyroute2 error), `/proc/<pid>/net/dev` is
+read instead; its receive `drop` column also counts rx_missed_errors.
+
+Skipped: hostNetwork pods, and any pod whose namespace is the node's own (compared by namespace inode
+with `<proc>/1/ns/net`, or the agent's own namespace when that cannot be read): node interfaces are
+not the pod's. The loopback interface is not reported (traffic inside the pod), unless asked for.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import logging
+import os
+import socket
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kpod_otel.cgroup.problems import ProblemLog
+from kpod_otel.collector import Collector, CollectorSnapshot, InstrumentKind, InstrumentSpec
+from kpod_otel.model import Target
+from kpod_otel.procfs.parsers import InterfaceCounters, parse_net_dev
+from kpod_otel.selfmetrics import AgentStats
+
+log = logging.getLogger(__name__)
+
+IFACE_ATTR = "network.interface.name"
+_C = InstrumentKind.COUNTER
+
+# metric name -> (field of InterfaceCounters, unit, description)
+IFACE_METRICS: dict[str, tuple[str, str, str]] = {
+    "kpod.net.iface.rx.bytes": ("rx_bytes", "By", "Bytes received on a pod interface"),
+    "kpod.net.iface.tx.bytes": ("tx_bytes", "By", "Bytes transmitted on a pod interface"),
+    "kpod.net.iface.rx.packets": ("rx_packets", "{packet}", "Packets received on a pod interface"),
+    "kpod.net.iface.tx.packets": ("tx_packets", "{packet}", "Packets transmitted on a pod interface"),
+    "kpod.net.iface.rx.errors": ("rx_errors", "{error}", "Receive errors on a pod interface"),
+    "kpod.net.iface.tx.errors": ("tx_errors", "{error}", "Transmit errors on a pod interface"),
+    "kpod.net.iface.rx.drops": ("rx_drops", "{packet}", "Received packets dropped on a pod interface"),
+    "kpod.net.iface.tx.drops": ("tx_drops", "{packet}", "Transmitted packets dropped on a pod interface"),
+}
+IFACE_INSTRUMENTS: tuple[InstrumentSpec, ...] = tuple(
+    InstrumentSpec(name, _C, unit, desc) for name, (_, unit, desc) in IFACE_METRICS.items()
+)
+
+_CLONE_NEWNET = 0x40000000
+
+
+@dataclass(frozen=True, slots=True)
+class _NetnsRef:
+    inode: int
+    dev: int
+
+
+def _stats64_to_counters(stats: Any) -> InterfaceCounters:
+    return InterfaceCounters(
+        rx_bytes=int(stats["rx_bytes"]), rx_packets=int(stats["rx_packets"]),
+        rx_errors=int(stats["rx_errors"]), rx_drops=int(stats["rx_dropped"]),
+        tx_bytes=int(stats["tx_bytes"]), tx_packets=int(stats["tx_packets"]),
+        tx_errors=int(stats["tx_errors"]), tx_drops=int(stats["tx_dropped"]),
+    )
+
+
+class NetlinkStats:
+    """One rtnetlink socket per network namespace, reused across cycles."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._sockets: dict[_NetnsRef, Any] = {}  # -> pyroute2 IPRoute
+
+    def _open_in(self, ns_path: str) -> socket.socket:
+        """Create a netlink socket inside the namespace at `ns_path` from a throwaway thread."""
+        result: dict[str, Any] = {}
+
+        def enter_and_create() -> None:
+            try:
+                fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                result["error"] = exc
+                return
+            try:
+                if self._libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    result["error"] = OSError(err, os.strerror(err))
+                    return
+                result["socket"] = socket.socket(socket.AF_NETLINK, socket.SOCK_DGRAM, socket.NETLINK_ROUTE)
+            except OSError as exc:
+                result["error"] = exc
+            finally:
+                os.close(fd)
+
+        worker = threading.Thread(target=enter_and_create, name="kpod-netns", daemon=True)
+        worker.start()
+        worker.join()
+        if "error" in result:
+            raise result["error"]
+        sock: socket.socket = result["socket"]
+        return sock
+
+    def read(self, ref: _NetnsRef, ns_path: str) -> dict[str, InterfaceCounters]:
+        from pyroute2 import IPRoute  # imported lazily: only this reader needs it
+
+        ipr = self._sockets.get(ref)
+        if ipr is None:
+            sock = self._open_in(ns_path)
+            try:
+                ipr = IPRoute(use_socket=sock)
+            except Exception:
+                sock.close()
+                raise
+            self._sockets[ref] = ipr
+        try:
+            links = ipr.get_links()
+        except Exception:
+            self.drop(ref)
+            raise
+        counters: dict[str, InterfaceCounters] = {}
+        for link in links:
+            name = link.get_attr("IFLA_IFNAME")
+            stats = link.get_attr("IFLA_STATS64")
+            if name and stats is not None:
+                counters[str(name)] = _stats64_to_counters(stats)
+        return counters
+
+    def drop(self, ref: _NetnsRef) -> None:
+        ipr = self._sockets.pop(ref, None)
+        if ipr is not None:
+            self._close(ipr)
+
+    @staticmethod
+    def _close(ipr: Any) -> None:
+        try:
+            ipr.close()
+        except Exception as exc:  # closing must never take the cycle down
+            log.debug("closing netlink socket: %s", exc)
+        sock = getattr(ipr, "use_socket", None)
+        if isinstance(sock, socket.socket):
+            sock.close()
+
+    def keep_only(self, refs: set[_NetnsRef]) -> None:
+        for ref in [r for r in self._sockets if r not in refs]:
+            self.drop(ref)
+
+    def open_count(self) -> int:
+        return len(self._sockets)
+
+    def close(self) -> None:
+        for ref in list(self._sockets):
+            self.drop(ref)
+
+
+class InterfaceNetworkCollector(Collector):
+    name = "iface_net"
+
+    def __init__(
+        self,
+        stats: AgentStats,
+        *,
+        proc_root: str = "/proc",
+        use_netlink: bool = True,
+        include_loopback: bool = False,
+    ) -> None:
+        self._proc_root = proc_root
+        self._stats = stats
+        self._problems = ProblemLog(self.name, stats, log)
+        self._include_loopback = include_loopback
+        self._netlink = NetlinkStats() if use_netlink else None
+        self._netlink_failed_logged = False
+        self._host_netns = self._node_netns()
+
+    def _node_netns(self) -> _NetnsRef | None:
+        for path in (os.path.join(self._proc_root, "1", "ns", "net"), "/proc/self/ns/net"):
+            try:
+                st = os.stat(path)
+                return _NetnsRef(st.st_ino, st.st_dev)
+            except OSError:
+                continue
+        return None
+
+    def instruments(self) -> Sequence[InstrumentSpec]:
+        return IFACE_INSTRUMENTS
+
+    def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
+        snap = CollectorSnapshot()
+        used: set[_NetnsRef] = set()
+        for target in targets:
+            if target.host_network or not target.pids:
+                continue
+            counters = self._read_target(target, used)
+            if counters is None:
+                continue
+            for ifname, c in sorted(counters.items()):
+                if ifname == "lo" and not self._include_loopback:
+                    continue
+                attrs = {IFACE_ATTR: ifname}
+                for metric, (fieldname, _, _) in IFACE_METRICS.items():
+                    snap.add(target.key, metric, getattr(c, fieldname), attrs)
+        if self._netlink is not None:
+            self._netlink.keep_only(used)
+        self._problems.prune(t.key for t in targets)
+        return snap
+
+    def _read_target(self, target: Target, used: set[_NetnsRef]) -> dict[str, InterfaceCounters] | None:
+        last_error: OSError | None = None
+        for pid in target.pids:  # the first pid that still exists decides the namespace
+            ns_path = os.path.join(self._proc_root, str(pid), "ns", "net")
+            try:
+                st = os.stat(ns_path)
+            except OSError as exc:
+                last_error = exc
+                continue
+            ref = _NetnsRef(st.st_ino, st.st_dev)
+            if ref == self._host_netns:
+                return None  # the node's namespace: its interfaces are not the pod's
+            if self._netlink is not None:
+                try:
+                    counters = self._netlink.read(ref, ns_path)
+                    used.add(ref)
+                    return counters
+                except Exception as exc:
+                    # permission (user namespaces), pyroute2 trouble: the file below has the same data
+                    if not self._netlink_failed_logged:
+                        self._netlink_failed_logged = True
+                        log.warning("iface_net: netlink read failed (%s); using /proc/<pid>/net/dev", exc)
+                    self._stats.error(self.name, "netlink")
+            try:
+                with open(os.path.join(self._proc_root, str(pid), "net", "dev")) as f:
+                    parsed = parse_net_dev(f.read())
+            except OSError as exc:
+                last_error = exc
+                continue
+            if parsed.malformed:
+                self._problems.report(target.key, "parse", f"{parsed.malformed} malformed lines in net/dev",
+                                      parsed.malformed)
+            return dict(parsed.interfaces)
+        if last_error is not None:
+            self._problems.os_error(target.key, "network namespace of the pod's pids", last_error)
+        return None
+
+    def close(self) -> None:
+        if self._netlink is not None:
+            self._netlink.close()
