@@ -18,6 +18,11 @@ def _uint(token: str) -> int | None:
     return int(token)
 
 
+def _is_decimal(token: str) -> bool:
+    whole, dot, frac = token.partition(".")
+    return bool(dot) and _uint(whole) is not None and _uint(frac) is not None
+
+
 def _is_majmin(token: str) -> bool:
     major, sep, minor = token.partition(":")
     return bool(sep) and _uint(major) is not None and _uint(minor) is not None
@@ -180,6 +185,8 @@ def parse_io_stat(text: str) -> IoStat:
         for token in parts[1:]:
             key, sep, raw = token.partition("=")
             value = _uint(raw)
+            if value is None and sep and key and _is_decimal(raw):
+                continue  # io.cost's `cost.vrate=100.00`: a ratio, not a counter
             if not sep or not key or value is None:
                 ok = False
                 break

@@ -9,6 +9,7 @@ children fails).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import subprocess
@@ -68,10 +69,8 @@ class CgroupTree:
             for h in hierarchies:
                 path = os.path.join(CGROUP_ROOT, h, sub)
                 if not os.path.isdir(path):
-                    try:
+                    with contextlib.suppress(FileExistsError):  # another test made it meanwhile
                         os.mkdir(path)
-                    except FileExistsError:
-                        pass
             if sub not in self.created:
                 self.created.append(sub)
         return rel

@@ -63,7 +63,8 @@ def two_pods() -> Iterator[tuple[PodNetns, PodNetns]]:
         for pod in (a, b):
             ip("netns", "add", pod.name)
             created.append(pod.name)
-        ip("link", "add", a.ifname, "netns", a.name, "type", "veth", "peer", "name", b.ifname, "netns", b.name)
+        ip("link", "add", a.ifname, "netns", a.name, "type", "veth",
+           "peer", "name", b.ifname, "netns", b.name)
         for pod, peer in ((a, b), (b, a)):
             ns = ("-n", pod.name)
             # no IPv6 autoconfiguration and no ARP: only the test's datagrams cross the link
@@ -73,7 +74,8 @@ def two_pods() -> Iterator[tuple[PodNetns, PodNetns]]:
             ip(*ns, "addr", "add", f"{pod.address}/24", "dev", pod.ifname)
             ip(*ns, "link", "set", pod.ifname, "up")
             ip(*ns, "link", "set", "lo", "up")
-            ip(*ns, "neigh", "replace", peer.address, "lladdr", peer.mac, "dev", pod.ifname, "nud", "permanent")
+            ip(*ns, "neigh", "replace", peer.address, "lladdr", peer.mac, "dev", pod.ifname,
+               "nud", "permanent")
             # the pod's process: a UDP sink, so that datagrams are not answered by ICMP unreachables
             pod.proc = subprocess.Popen(["ip", "netns", "exec", pod.name, "python3", "-c", UDP_SINK,
                                          pod.address], stdout=subprocess.PIPE)
@@ -116,7 +118,8 @@ def test_pod_interface_counters(two_pods: tuple[PodNetns, PodNetns], use_netlink
     a, b = two_pods
     stats = AgentStats()
     collector = InterfaceNetworkCollector(stats, proc_root="/proc", use_netlink=use_netlink)
-    targets = [Target(key="pod-a", resource={}, pids=(a.pid,)), Target(key="pod-b", resource={}, pids=(b.pid,))]
+    targets = [Target(key="pod-a", resource={}, pids=(a.pid,)),
+               Target(key="pod-b", resource={}, pids=(b.pid,))]
     try:
         before = collector.collect(targets)
         send_datagrams(a, b)
