@@ -220,7 +220,8 @@ PARSERS: list[tuple[Callable[[str], object], type]] = [
     (parse_mountinfo, MountInfo), (parse_net_dev, NetDev), (parse_uevent, Uevent),
 ]
 
-kernelish = st.text(alphabet=st.sampled_from(list("0123456789abcdef:=_- \n\t|/\\RWTotalrbytes") + ["\x00", "é"]))
+KERNEL_CHARS = [*"0123456789abcdef:=_- \n\t|/\\RWTotalrbytes", "\x00", "é"]
+kernelish = st.text(alphabet=st.sampled_from(KERNEL_CHARS))
 
 
 @pytest.mark.parametrize("parse, result_type", PARSERS, ids=[p.__name__ for p, _ in PARSERS])

@@ -58,7 +58,8 @@ CASES = list(itertools.product(KNOWN_ROOTS, QOS, RUNTIME_DIRS))
 
 @pytest.mark.parametrize("kroot, qos, runtime", CASES,
                          ids=[f"{r.path}-{q}-{rt}" for r, q, rt in CASES])
-def test_resolution_every_driver_qos_runtime(tmp_path: Path, kroot: KubepodsRoot, qos: str, runtime: str) -> None:
+def test_resolution_every_driver_qos_runtime(tmp_path: Path, kroot: KubepodsRoot, qos: str,
+                                             runtime: str) -> None:
     root = v2_tree(tmp_path)
     uid = str(uuid.uuid4())
     cid, sandbox_id = "a" * 64, "c" * 64
@@ -124,8 +125,8 @@ HYBRID_MOUNTINFO = """\
 40 31 0:37 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
 41 31 0:38 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw,nsdelegate
 """
-V2_MOUNTINFO = "30 23 0:26 / /host/sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 cgroup2 " \
-               "rw,nsdelegate,memory_recursiveprot\n"
+V2_MOUNTINFO = ("30 23 0:26 / /host/sys/fs/cgroup rw,nosuid,nodev,noexec,relatime shared:4 - cgroup2 "
+                "cgroup2 rw,nsdelegate,memory_recursiveprot\n")
 
 
 def test_layout_hybrid_from_mountinfo() -> None:
