@@ -7,7 +7,9 @@ netns vanish); that is normal and must not flood the log, but it is still counte
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import Iterable
 
 from kpod_otel.cgroup.fs import is_vanished
@@ -32,8 +34,12 @@ class ProblemLog:
                       self._component, target_key, message, kind)
 
     def os_error(self, target_key: str, what: str, exc: OSError) -> None:
-        """A failed read: "vanished" when the object went away, "read" otherwise."""
+        """A failed read of the file or object at `what`: "vanished" when it went away, "unsupported"
+        when its directory is there but the file is not (a controller not enabled for that cgroup),
+        "read" otherwise."""
         kind = "vanished" if is_vanished(exc) else "read"
+        if exc.errno == errno.ENOENT and what.startswith("/") and os.path.isdir(os.path.dirname(what)):
+            kind = "unsupported"
         self.report(target_key, kind, f"{what}: {exc.strerror or exc}")
 
     def prune(self, live_keys: Iterable[str]) -> None:

@@ -76,6 +76,8 @@ class DiskIOCollector(Collector):
         self._problems = ProblemLog(self.name, stats, log)
         self._devices = DeviceNames(sys_root)
         blkio_root = fs.v1_dir("blkio", "")
+        self._saw_device = fs.version is CgroupVersion.V2  # only v1 statistics can be silently empty
+        self._explained = False
         self._has_bfq = blkio_root is not None and os.path.exists(os.path.join(blkio_root, _BFQ[0]))
         if fs.version is not CgroupVersion.V2 and blkio_root is None:
             log.warning("disk_io: no v1 blkio hierarchy is mounted: no disk I/O metrics")
@@ -85,11 +87,14 @@ class DiskIOCollector(Collector):
 
     def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
         snap = CollectorSnapshot()
+        read_any = False
         for target in targets:
             for container in target.containers:
                 per_device = self._read(target.key, container.cgroup_path)
                 if per_device is None:
                     continue
+                read_any = True
+                self._saw_device = self._saw_device or bool(per_device)
                 base = container.attributes()
                 for majmin, io in per_device.items():
                     attrs = {**base, "system.device": self._devices.name(majmin), DEVICE_NUMBER_ATTR: majmin}
@@ -97,6 +102,11 @@ class DiskIOCollector(Collector):
                     snap.add(target.key, WRITTEN_BYTES, io.write_bytes, attrs)
                     snap.add(target.key, READS, io.reads, attrs)
                     snap.add(target.key, WRITES, io.writes, attrs)
+        if read_any and not self._saw_device and not self._explained:
+            self._explained = True
+            log.info("disk_io: the v1 blkio statistics of every container are empty: this kernel keeps "
+                     "them only for devices with a blkio.throttle rule (or with the BFQ scheduler), so "
+                     "no disk I/O is reported on this node")
         self._problems.prune(t.key for t in targets)
         return snap
 

@@ -3,8 +3,11 @@ machine's cgroup2 hierarchy has no controllers, so io.stat and memory.* cannot e
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
+
+import pytest
 
 from kpod_otel.cgroup.fs import CgroupFS, CgroupVersion, layout_from_markers
 from kpod_otel.cgroup.mapper import PodCgroupMapper
@@ -74,3 +77,37 @@ def test_malformed_lines_are_counted_not_fatal(tmp_path: Path) -> None:
     assert [o.value for o in memory[OOM_KILLS]] == [2]
     assert stats.get("kpod.agent.errors", **{"kpod.component": "disk_io", "error.type": "parse"}) == 1
     assert stats.get("kpod.agent.errors", **{"kpod.component": "memory_cgroup", "error.type": "parse"}) == 1
+
+
+def test_vanished_pod_loses_only_its_points_and_is_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fs, container = prepared(tmp_path)
+    other_uid = "0a0b0c0d-0000-4000-8000-000000000001"
+    other_cid = "f" * 64
+    other = (container.parent.parent / f"kubepods-besteffort-pod{other_uid.replace('-', '_')}.slice"
+             / f"cri-containerd-{other_cid}.scope")
+    other.mkdir(parents=True)
+    for name in ("io.stat", "memory.stat", "memory.events"):
+        shutil.copy(V2 / name, other / name)
+    stats = AgentStats()
+    targets = PodCgroupMapper(fs, stats).map([
+        PodInfo(uid=UID, name="a", namespace="n", containers=(ContainerInfo("app", CID),)),
+        PodInfo(uid=other_uid, name="b", namespace="n", containers=(ContainerInfo("app", other_cid),)),
+    ])
+    shutil.rmtree(container)  # the first pod is deleted after discovery, before the collectors run
+    (other / "memory.events").unlink()  # a file the kernel does not provide for that cgroup
+    disk, memory = DiskIOCollector(fs, stats, sys_root=str(tmp_path)), MemoryCgroupCollector(fs, stats)
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        assert set(disk.collect(targets).points) == {other_uid}
+        mem_points = memory.collect(targets).points
+        assert set(mem_points) == {other_uid} and set(mem_points[other_uid]) == {MAJOR_FAULTS}
+
+    def errors(component: str, kind: str) -> float:
+        return stats.get("kpod.agent.errors", **{"kpod.component": component, "error.type": kind})
+
+    assert errors("disk_io", "vanished") == 3
+    assert errors("memory_cgroup", "vanished") == 6  # memory.events and memory.stat, three cycles
+    assert errors("memory_cgroup", "unsupported") == 3
+    vanished_logs = [r for r in caplog.records if UID in r.getMessage()]
+    assert len(vanished_logs) == 2  # once per collector, not once per cycle or file
