@@ -11,6 +11,7 @@ cgroup collector's collect() over repeated cycles. Everything is removed at the 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
 import statistics
@@ -107,7 +108,8 @@ def main() -> None:
                 points[c.name] = sum(len(v) for m in snap.points.values() for v in m.values())
         for c in collectors:
             c.close()
-        print(f"{args.pods} pods, {args.cycles} cycles; first mapper.map (cold cache): {first_map * 1e3:.1f} ms")
+        print(f"{args.pods} pods, {args.cycles} cycles; "
+              f"first mapper.map (cold cache): {first_map * 1e3:.1f} ms")
         for name, values in timings.items():
             first = values[0] * 1e3
             print(f"  {name:28s} median {statistics.median(values) * 1e3:7.2f} ms   first {first:7.2f} ms"
@@ -121,16 +123,12 @@ def main() -> None:
             subprocess.run(["ip", "netns", "del", ns], check=False)
         for rel in sorted(rels, key=lambda r: r.count("/"), reverse=True):
             for h in HIERARCHIES:
-                try:
+                with contextlib.suppress(OSError):
                     os.rmdir(os.path.join(ROOT, h, rel))
-                except OSError:
-                    pass
         for rel in (QOS_REL, "kubepods.slice"):  # shared parents: only if nobody else uses them
             for h in HIERARCHIES:
-                try:
+                with contextlib.suppress(OSError):
                     os.rmdir(os.path.join(ROOT, h, rel))
-                except OSError:
-                    pass
 
 
 if __name__ == "__main__":
