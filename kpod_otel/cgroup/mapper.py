@@ -98,7 +98,7 @@ class PodCgroupMapper:
         kubelet_root: str = "/var/lib/kubelet",
         node_name: str = "",
         cluster_name: str = "",
-        max_pids: int = 3,
+        max_pids: int = 2,
         incomplete_retry_cycles: int = 4,
         resolver: PodPathResolver | None = None,
     ) -> None:
@@ -197,7 +197,9 @@ class PodCgroupMapper:
         )
 
     def _volumes_dir(self, pod: PodInfo) -> str:
-        return os.path.join(self._kubelet_root, "pods", pod.uid, "volumes") if pod.uid else ""
+        if not pod.uid:
+            return ""
+        return os.path.join(os.path.normpath(self._kubelet_root), "pods", pod.uid, "volumes")
 
     def _find_pod_path(self, key: str, pod: PodInfo) -> str | None:
         if pod.cgroup_path:
