@@ -132,10 +132,16 @@ class DiskIOCollector(Collector):
         return result
 
     def _read_v1(self, key: str, directory: str, files: tuple[str, str]) -> dict[str, DeviceIO] | None:
-        texts = [self._read_file(key, os.path.join(directory, name)) for name in files]
-        if texts[0] is None or texts[1] is None:
+        bytes_text = self._read_file(key, os.path.join(directory, files[0]))
+        if bytes_text is None:
             return None
-        byte_stat, op_stat = parse_blkio_stat(texts[0]), parse_blkio_stat(texts[1])
+        byte_stat = parse_blkio_stat(bytes_text)
+        if not byte_stat.devices and not byte_stat.malformed:
+            return {}  # no device has statistics: the operations file is empty too, skip reading it
+        ops_text = self._read_file(key, os.path.join(directory, files[1]))
+        if ops_text is None:
+            return None
+        op_stat = parse_blkio_stat(ops_text)
         bad = byte_stat.malformed + op_stat.malformed
         if bad:
             self._problems.report(key, "parse", f"{bad} malformed lines in {files[0]}/{files[1]}", bad)
