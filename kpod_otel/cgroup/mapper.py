@@ -130,7 +130,7 @@ class PodCgroupMapper:
                 self._stats.error(_COMPONENT, "vanished")
                 log.debug("pod %s: cgroup vanished while mapping (%s)", key, exc)
                 targets.append(Target(key=key, resource=self.resource(pod), host_network=pod.host_network,
-                                      namespace=pod.namespace))
+                                      namespace=pod.namespace, volumes_dir=self._volumes_dir(pod)))
         for gone in set(self._state) - seen:
             del self._state[gone]
         self._not_found_logged &= seen

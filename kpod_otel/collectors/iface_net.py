@@ -297,10 +297,15 @@ class InterfaceNetworkCollector(Collector):
                     used.add(ref)
                     return counters
                 except Exception as exc:
-                    # permission (user namespaces), pyroute2 trouble: the file below has the same data
+                    # permission (no CAP_SYS_ADMIN for setns), pyroute2 trouble: the file below has the
+                    # same counters. Without the permission, netlink is given up for good.
+                    if isinstance(exc, PermissionError):
+                        self._netlink.close()
+                        self._netlink = None
                     if not self._netlink_failed_logged:
                         self._netlink_failed_logged = True
-                        log.warning("iface_net: netlink read failed (%s); using /proc/<pid>/net/dev", exc)
+                        log.warning("iface_net: netlink read failed (%s); using /proc/<pid>/net/dev%s", exc,
+                                    " from now on" if self._netlink is None else "")
                     self._stats.error(self.name, "netlink")
             try:
                 with open(os.path.join(self._proc_root, str(pid), "net", "dev")) as f:

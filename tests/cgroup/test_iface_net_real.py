@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -168,3 +170,33 @@ def test_host_network_and_vanished_pods_report_nothing(two_pods: tuple[PodNetns,
         collector.close()
     assert set(snap.points) == {"pod-a"}
     assert stats.get("kpod.agent.errors", **{"kpod.component": "iface_net", "error.type": "vanished"}) == 6
+
+
+WITHOUT_SYS_ADMIN = """
+import json, sys
+from kpod_otel.collectors.iface_net import IFACE_ATTR, InterfaceNetworkCollector
+from kpod_otel.model import Target
+from kpod_otel.selfmetrics import AgentStats
+stats = AgentStats()
+collector = InterfaceNetworkCollector(stats, proc_root="/proc", use_netlink=True)
+target = Target(key="pod", resource={}, pids=(int(sys.argv[1]),))
+for _ in range(3):
+    snap = collector.collect([target])
+collector.close()
+points = {m: [(o.attributes[IFACE_ATTR], o.value) for o in obs] for m, obs in snap.points["pod"].items()}
+print(json.dumps({"points": points, "netlink_errors": stats.get(
+    "kpod.agent.errors", **{"kpod.component": "iface_net", "error.type": "netlink"})}))
+"""
+
+
+def test_without_permission_to_enter_netns_falls_back_to_proc(two_pods: tuple[PodNetns, PodNetns]) -> None:
+    a, _ = two_pods
+    require(shutil.which("setpriv") is not None, "needs setpriv (util-linux)")
+    # the agent without CAP_SYS_ADMIN: setns() into the pod's namespace is refused
+    out = subprocess.run(["setpriv", "--inh-caps=-sys_admin", "--bounding-set=-sys_admin", "--",
+                          sys.executable, "-c", WITHOUT_SYS_ADMIN, str(a.pid)],
+                         check=True, capture_output=True, text=True, cwd=os.getcwd())
+    result = json.loads(out.stdout)
+    assert result["netlink_errors"] == 1  # tried once, then netlink is given up
+    values = {m.removeprefix("kpod.net.iface."): dict(v)[a.ifname] for m, v in result["points"].items()}
+    assert values == link_stats(a)
