@@ -13,19 +13,24 @@ for the same reason. Attributes: `system.filesystem.mountpoint` (host path), `sy
 
 Container root filesystem (container-level points, `system.filesystem.mountpoint` = "/"): the mount
 at "/" in `/proc/<pid>/mountinfo` of a process of the container (cached per container id). It is
-reported only when it is a filesystem of its own: an overlay (or aufs) root's free space and size are
-those of the node's disk holding the image layers, and a root on the same device as the node's root
-or kubelet filesystem is the node's disk too; neither is reported as the container's usage (the
-writable layer's own bytes would need a walk of its upper directory, which this collector does not do
-every cycle). A container root on a dedicated device (devicemapper/thin, a block volume, tmpfs) is
-reported through `/proc/<pid>/root`.
+statvfs-reported only when it is a filesystem of its own (devicemapper/thin, a block volume, tmpfs),
+through `/proc/<pid>/root`. An overlay (or aufs) root's size and free space are those of the node's
+disk holding the image layers, and a root on the same device as the node's root or kubelet filesystem
+is the node's disk too: for those no capacity/available and no statvfs usage are reported. Instead,
+an overlay root's `kpod.fs.usage.bytes` (attribute `kpod.fs.layer=writable`) is the container's own
+writable layer: the bytes allocated below overlay's `upperdir` (what `du -s -B1` says), walked at most
+every `layer_refresh` seconds per container, within `layer_budget` seconds of walking per cycle
+(containers not measured in time keep their last value), and skipped beyond `layer_max_entries`
+entries. The upper directory is a host path, read through `<proc>/1/root` (hostPID) or else at the
+same path.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from kpod_otel.cgroup.fs import CgroupFS
@@ -41,6 +46,7 @@ CAPACITY = "kpod.fs.capacity.bytes"
 USAGE = "kpod.fs.usage.bytes"
 AVAILABLE = "kpod.fs.available.bytes"
 MOUNTPOINT_ATTR = "system.filesystem.mountpoint"
+LAYER_ATTR = "kpod.fs.layer"
 
 _G = InstrumentKind.GAUGE
 FS_INSTRUMENTS: tuple[InstrumentSpec, ...] = (
@@ -88,6 +94,54 @@ class _RootFs:
     fs_type: str
     device: str
     dedicated: bool
+    upperdir: str | None = None  # overlay's writable layer (a host path), when the root is an overlay
+
+
+@dataclass(slots=True)
+class _LayerUsage:
+    bytes: int | None  # None: too many entries to walk (the layer is not reported)
+    measured_at: float
+
+
+def directory_usage(path: str, max_entries: int) -> int | None:
+    """Bytes allocated to the files below `path` (as `du -s -B1` counts them: allocated blocks, each
+    hard-linked inode once, not crossing into other filesystems), or None beyond `max_entries`.
+
+    Raises OSError if `path` itself cannot be read."""
+    root_dev = os.lstat(path).st_dev
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    entries = 0
+    stack = [path]
+    first = True
+    while stack:
+        directory = stack.pop()
+        try:
+            it = os.scandir(directory)
+        except OSError:
+            if first:
+                raise
+            continue  # removed while we walked: the next measurement sees the new state
+        first = False
+        with it:
+            for entry in it:
+                entries += 1
+                if entries > max_entries:
+                    return None
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if st.st_dev != root_dev:
+                    continue
+                if st.st_nlink > 1:
+                    if (st.st_dev, st.st_ino) in seen:
+                        continue
+                    seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(entry.path)
+    return total + os.lstat(path).st_blocks * 512
 
 
 class FilesystemCollector(Collector):
@@ -101,6 +155,10 @@ class FilesystemCollector(Collector):
         proc_root: str = "/proc",
         kubelet_root: str = "/var/lib/kubelet",
         mountinfo_path: str = "/proc/self/mountinfo",
+        layer_refresh: float = 60.0,
+        layer_budget: float = 0.05,
+        layer_max_entries: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._fs = fs
         self._problems = ProblemLog(self.name, stats, log)
@@ -109,12 +167,19 @@ class FilesystemCollector(Collector):
         self._kubelet_root = kubelet_root
         self._mountinfo_path = mountinfo_path
         self._roots: dict[str, _RootFs] = {}  # container id -> its root mount
+        self._layers: dict[str, _LayerUsage] = {}  # container id -> last writable-layer measurement
+        self._layer_refresh = layer_refresh
+        self._layer_budget = layer_budget
+        self._layer_max_entries = layer_max_entries
+        self._clock = clock
+        self._cycle_started = 0.0
 
     def instruments(self) -> Sequence[InstrumentSpec]:
         return FS_INSTRUMENTS
 
     def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
         snap = CollectorSnapshot()
+        self._cycle_started = self._clock()
         mounts = self._read_mounts()
         node_devices = self._node_devices(mounts)
         volumes = self._volume_mounts(mounts)
@@ -130,6 +195,8 @@ class FilesystemCollector(Collector):
                                container.attributes(), node_devices)
         for gone in set(self._roots) - live_containers:
             del self._roots[gone]
+        for gone in set(self._layers) - live_containers:
+            del self._layers[gone]
         self._problems.prune(t.key for t in targets)
         return snap
 
@@ -199,7 +266,9 @@ class FilesystemCollector(Collector):
                   container_attrs: dict[str, AttrValue], node_devices: set[str]) -> None:
         root = self._roots.get(container_id)
         if root is not None and not root.dedicated:
-            return  # an overlay/node-disk root: nothing to read, no pid needed
+            # an overlay/node-disk root: no statvfs; the writable layer's own bytes if it has one
+            self._add_layer(snap, target.key, container_id, root, container_attrs)
+            return
         try:
             pids = self._fs.pids(cgroup_path, 1)
         except OSError as exc:
@@ -215,8 +284,9 @@ class FilesystemCollector(Collector):
                     return
                 self._roots[container_id] = root
                 if not root.dedicated:
-                    log.debug("container %s: root is %s on the node's disk, not reported", container_id,
-                              root.fs_type)
+                    log.debug("container %s: root is %s on the node's disk: statvfs not reported",
+                              container_id, root.fs_type)
+                    self._add_layer(snap, target.key, container_id, root, container_attrs)
                     return
             usage = statvfs_usage(os.path.join(pid_dir, "root"))
         except OSError as exc:
@@ -225,6 +295,45 @@ class FilesystemCollector(Collector):
         attrs = {**container_attrs, MOUNTPOINT_ATTR: "/", "system.filesystem.type": root.fs_type}
         self._add_usage(snap, target.key, usage, attrs)
 
+    def _add_layer(self, snap: CollectorSnapshot, key: str, container_id: str, root: _RootFs,
+                   container_attrs: dict[str, AttrValue]) -> None:
+        """`kpod.fs.usage.bytes` of an overlay root = the bytes in its upper (writable) directory,
+        re-measured at most every `layer_refresh` seconds and within a per-cycle time budget."""
+        if root.upperdir is None:
+            return
+        cached = self._layers.get(container_id)
+        now = self._clock()
+        due = cached is None or now - cached.measured_at >= self._layer_refresh
+        if due and now - self._cycle_started < self._layer_budget:
+            readable, measured = self._measure_layer(key, root.upperdir)
+            if readable:  # a layer too large to walk is remembered too, so it is not re-walked soon
+                cached = self._layers[container_id] = _LayerUsage(measured, now)
+        if cached is None or cached.bytes is None:
+            return
+        attrs = {**container_attrs, MOUNTPOINT_ATTR: "/", "system.filesystem.type": root.fs_type,
+                 LAYER_ATTR: "writable"}
+        snap.add(key, USAGE, cached.bytes, attrs)
+
+    def _measure_layer(self, key: str, upperdir: str) -> tuple[bool, int | None]:
+        """(readable, bytes) of the upper directory; bytes None when it has too many entries. It is a
+        host path: seen through the host's pid 1 root when the agent shares the host's pid namespace,
+        else at the same path."""
+        candidates = (os.path.join(self._proc_root, "1", "root") + upperdir, upperdir)
+        last: OSError | None = None
+        for path in candidates:
+            try:
+                used = directory_usage(path, self._layer_max_entries)
+            except OSError as exc:
+                last = exc
+                continue
+            if used is None:
+                self._problems.report(key, "too_large", f"writable layer {upperdir} has more than "
+                                      f"{self._layer_max_entries} entries; not measured")
+            return True, used
+        if last is not None:
+            self._problems.os_error(key, f"writable layer {upperdir}", last)
+        return False, None
+
     def _root_mount(self, pid_dir: str, node_devices: set[str]) -> _RootFs | None:
         with open(os.path.join(pid_dir, "mountinfo")) as f:
             info = parse_mountinfo(f.read())
@@ -232,4 +341,5 @@ class FilesystemCollector(Collector):
         if root_mount is None:
             return None
         dedicated = root_mount.fs_type not in _LAYERED_FS and root_mount.device not in node_devices
-        return _RootFs(root_mount.fs_type, root_mount.device, dedicated)
+        upperdir = root_mount.super_option("upperdir") if root_mount.fs_type == "overlay" else None
+        return _RootFs(root_mount.fs_type, root_mount.device, dedicated, upperdir or None)

@@ -1,7 +1,7 @@
 """FilesystemCollector on real mounts: tmpfs volumes in a kubelet-shaped pods/<uid>/volumes tree match
 `df` after a file is written; a plain directory volume (on the node's disk) is not reported; a
 container whose root is an overlay on the node's disk gets no root-filesystem points, one whose root is
-a filesystem of its own does."""
+a filesystem of its own does; the overlay container's writable layer is measured like `du`."""
 
 from __future__ import annotations
 
@@ -10,12 +10,18 @@ import secrets
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from kpod_otel.cgroup.fs import CgroupFS
 from kpod_otel.cgroup.mapper import PodCgroupMapper
-from kpod_otel.collectors.filesystem import MOUNTPOINT_ATTR, FilesystemCollector
+from kpod_otel.collectors.filesystem import (
+    LAYER_ATTR,
+    MOUNTPOINT_ATTR,
+    FilesystemCollector,
+    directory_usage,
+)
 from kpod_otel.model import ContainerInfo, PodInfo
 from kpod_otel.selfmetrics import AgentStats
 from tests.cgroup.conftest import CGROUP_ROOT, PYTHON, CgroupTree, random_uid, systemd_burstable_pod
@@ -120,12 +126,22 @@ def test_container_root_filesystem(cgroup_tree: CgroupTree, kubelet_root: str) -
 
     own = start(pod.container_path, "tmpfs", "size=8m", os.path.join(base, "own"))
     lower, upper, work = (os.path.join(base, d) for d in ("lower", "upper", "work"))
-    start(overlay_path, "overlay", f"lowerdir={lower},upperdir={upper},workdir={work}",
-          os.path.join(base, "merged"))
+    (Path(lower) / "image-file").write_bytes(b"\2" * 300_000)  # in the image layer: not the container's
+    layered = start(overlay_path, "overlay", f"lowerdir={lower},upperdir={upper},workdir={work}",
+                    os.path.join(base, "merged"))
     cgroup_tree.sleeper(plain_path)  # shares the node's root filesystem
-    # the container writes 2 MiB into its own root
+    # the containers write into their roots: 2 MiB into a tmpfs of its own, 1 MiB (+ a hard link to
+    # it, counted once) into an overlay's writable layer
     with open(f"/proc/{own.pid}/root/data", "wb") as f:
         f.write(b"\1" * 2 * 1024 * 1024)
+    layered_root = f"/proc/{layered.pid}/root"
+    os.makedirs(f"{layered_root}/var/log")
+    with open(f"{layered_root}/var/log/app.log", "wb") as f:
+        f.write(b"\3" * 1024 * 1024)
+    os.link(f"{layered_root}/var/log/app.log", f"{layered_root}/var/log/app.log.1")
+    layer_bytes = int(subprocess.run(["du", "-s", "-B1", upper], check=True, capture_output=True,
+                                     text=True).stdout.split()[0])
+    assert layer_bytes >= 1024 * 1024
 
     fs = CgroupFS.detect(CGROUP_ROOT)
     stats = AgentStats()
@@ -137,12 +153,31 @@ def test_container_root_filesystem(cgroup_tree: CgroupTree, kubelet_root: str) -
     collector = FilesystemCollector(fs, stats, kubelet_root=kubelet_root)
     for _ in range(2):  # the second cycle uses the cached root mounts
         points = collector.collect([target]).points[pod.uid]
-        values = {m: [(o.attributes["k8s.container.name"], o.attributes[MOUNTPOINT_ATTR], o.value)
-                      for o in obs] for m, obs in points.items()}
-        # only the container with a filesystem of its own; overlay and node-root containers: nothing
+        values = {m: sorted((o.attributes["k8s.container.name"], o.attributes[MOUNTPOINT_ATTR],
+                             o.attributes["system.filesystem.type"], o.attributes.get(LAYER_ATTR, ""),
+                             o.value) for o in obs) for m, obs in points.items()}
+        # the container with a filesystem of its own: statvfs of it. The overlay container: only its
+        # writable layer's bytes (what du says), never the node disk's size. The node-root one: nothing.
         assert values == {
-            "kpod.fs.capacity.bytes": [("own", "/", 8 * 1024 * 1024)],
-            "kpod.fs.usage.bytes": [("own", "/", 2 * 1024 * 1024)],
-            "kpod.fs.available.bytes": [("own", "/", 6 * 1024 * 1024)],
+            "kpod.fs.capacity.bytes": [("own", "/", "tmpfs", "", 8 * 1024 * 1024)],
+            "kpod.fs.usage.bytes": [("layered", "/", "overlay", "writable", layer_bytes),
+                                    ("own", "/", "tmpfs", "", 2 * 1024 * 1024)],
+            "kpod.fs.available.bytes": [("own", "/", "tmpfs", "", 6 * 1024 * 1024)],
         }
     assert stats.total("kpod.agent.errors") == 0
+
+
+def test_directory_usage_matches_du(tmp_path: Path) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f").write_bytes(os.urandom(70_000))
+    (tmp_path / "a" / "g").write_bytes(b"x" * 5)
+    os.link(tmp_path / "a" / "g", tmp_path / "g-link")
+    (tmp_path / "sparse").touch()
+    os.truncate(tmp_path / "sparse", 10 * 1024 * 1024)  # 10 MiB long, no blocks
+    os.symlink("a/g", tmp_path / "sym")
+    du = int(subprocess.run(["du", "-s", "-B1", str(tmp_path)], check=True, capture_output=True,
+                            text=True).stdout.split()[0])
+    assert directory_usage(str(tmp_path), max_entries=100) == du
+    assert directory_usage(str(tmp_path), max_entries=3) is None
+    with pytest.raises(OSError):
+        directory_usage(str(tmp_path / "missing"), max_entries=100)
