@@ -12,7 +12,8 @@ On a machine without Kubernetes (no kubepods cgroup), the other workloads are an
 identified by its cgroup path (`PodInfo.uid` empty, `cgroup_path` set, label `kpod.workload.kind`):
 - systemd services: `system.slice/<name>.service` (kind `systemd-service`, name = the unit name);
 - Docker containers: `system.slice/docker-<id>.scope` (systemd driver) or `docker/<id>` (cgroupfs
-  driver) (kind `docker-container`, name and container id = the Docker id).
+  driver) (kind `docker-container`, name and container id = the Docker id);
+- when there is neither (no systemd, no Docker), every top-level cgroup (kind `cgroup`).
 
 `pods()` rescans at most every `rescan_interval` seconds; a rescan costs a few directory listings.
 """
@@ -100,7 +101,8 @@ class LocalCgroupProvider(PodProvider):
         for root in roots:
             pods.extend(self._scan_kubepods(root))
         if not roots and self._include_services:
-            pods.extend(self._scan_workloads())
+            workloads = self._scan_workloads()
+            pods.extend(workloads or self._scan_top_level())
         seen: set[str] = set()
         live_paths = set()
         unique: list[PodInfo] = []
@@ -193,6 +195,11 @@ class LocalCgroupProvider(PodProvider):
             if _DOCKER_BARE.match(name):
                 found.append(self._workload(f"docker/{name}", name, "docker-container", name))
         return found
+
+    def _scan_top_level(self) -> list[PodInfo]:
+        """Neither systemd services nor Docker containers (a machine without systemd, a sandbox): each
+        top-level cgroup is a workload of kind `cgroup`, so there is still something to look at."""
+        return [self._workload(name, name, "cgroup", name) for name in self._children("")]
 
     def _workload(self, path: str, name: str, kind: str, container_id: str) -> PodInfo:
         return PodInfo(

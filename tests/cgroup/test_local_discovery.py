@@ -129,3 +129,16 @@ def test_rescan_interval(private_hierarchy: str) -> None:
     now[0] = 11.0
     assert sorted(p.name for p in provider.pods()) == ["kpt-cg-a.service", "kpt-cg-b.service"]
     assert provider.healthy()
+
+
+def test_top_level_cgroups_without_systemd_or_docker(private_hierarchy: str) -> None:
+    os.makedirs(os.path.join(private_hierarchy, "kpt-cg-batch", "worker-1"))
+    os.makedirs(os.path.join(private_hierarchy, "kpt-cg-api"))
+    fs = CgroupFS.detect(private_hierarchy)
+    pods = LocalCgroupProvider(fs).pods()
+    assert sorted((p.cgroup_path, p.labels[WORKLOAD_KIND_LABEL]) for p in pods) == [
+        ("kpt-cg-api", "cgroup"), ("kpt-cg-batch", "cgroup")]
+    stats = AgentStats()
+    targets = PodCgroupMapper(fs, stats).map(pods)
+    assert sorted(t.key for t in targets) == ["cgroup:kpt-cg-api", "cgroup:kpt-cg-batch"]
+    assert all(t.containers[0].cgroup_path == t.cgroup_path for t in targets)
