@@ -10,7 +10,7 @@ from __future__ import annotations
 import errno
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from kpod_otel.cgroup.fs import is_vanished
 from kpod_otel.selfmetrics import AgentStats
@@ -33,12 +33,16 @@ class ProblemLog:
         self._log.log(level, "%s: %s: %s (further %s errors for it are counted, not logged)",
                       self._component, target_key, message, kind)
 
-    def os_error(self, target_key: str, what: str, exc: OSError) -> None:
+    def os_error(self, target_key: str, what: str, exc: OSError,
+                 still_there: Callable[[], bool] | None = None) -> None:
         """A failed read of the file or object at `what`: "vanished" when it went away, "unsupported"
-        when its directory is there but the file is not (a controller not enabled for that cgroup),
-        "read" otherwise."""
+        when it is missing from something that still exists (its directory is there but the file is
+        not: a controller not enabled for that cgroup; or `still_there()` says the cgroup exists, just
+        not in this v1 controller's hierarchy), "read" otherwise."""
         kind = "vanished" if is_vanished(exc) else "read"
-        if exc.errno == errno.ENOENT and what.startswith("/") and os.path.isdir(os.path.dirname(what)):
+        if exc.errno == errno.ENOENT and (
+                (what.startswith("/") and os.path.isdir(os.path.dirname(what)))
+                or (still_there is not None and still_there())):
             kind = "unsupported"
         self.report(target_key, kind, f"{what}: {exc.strerror or exc}")
 

@@ -115,7 +115,7 @@ class DiskIOCollector(Collector):
             path = self._fs.v2_dir(rel)
             if path is None:
                 return None
-            text = self._read_file(key, os.path.join(path, "io.stat"))
+            text = self._read_file(key, os.path.join(path, "io.stat"), rel)
             if text is None:
                 return None
             stat = parse_io_stat(text)
@@ -126,19 +126,20 @@ class DiskIOCollector(Collector):
         blkio = self._fs.v1_dir("blkio", rel)
         if blkio is None:
             return None
-        result = self._read_v1(key, blkio, _THROTTLE)
+        result = self._read_v1(key, rel, blkio, _THROTTLE)
         if result is not None and not result and self._has_bfq:
-            result = self._read_v1(key, blkio, _BFQ)
+            result = self._read_v1(key, rel, blkio, _BFQ)
         return result
 
-    def _read_v1(self, key: str, directory: str, files: tuple[str, str]) -> dict[str, DeviceIO] | None:
-        bytes_text = self._read_file(key, os.path.join(directory, files[0]))
+    def _read_v1(self, key: str, rel: str, directory: str,
+                 files: tuple[str, str]) -> dict[str, DeviceIO] | None:
+        bytes_text = self._read_file(key, os.path.join(directory, files[0]), rel)
         if bytes_text is None:
             return None
         byte_stat = parse_blkio_stat(bytes_text)
         if not byte_stat.devices and not byte_stat.malformed:
             return {}  # no device has statistics: the operations file is empty too, skip reading it
-        ops_text = self._read_file(key, os.path.join(directory, files[1]))
+        ops_text = self._read_file(key, os.path.join(directory, files[1]), rel)
         if ops_text is None:
             return None
         op_stat = parse_blkio_stat(ops_text)
@@ -153,10 +154,10 @@ class DiskIOCollector(Collector):
             result[dev] = DeviceIO(read_bytes=rb, write_bytes=wb, reads=r, writes=w)
         return result
 
-    def _read_file(self, key: str, path: str) -> str | None:
+    def _read_file(self, key: str, path: str, rel: str) -> str | None:
         try:
             with open(path) as f:
                 return f.read()
         except OSError as exc:
-            self._problems.os_error(key, path, exc)
+            self._problems.os_error(key, path, exc, lambda: self._fs.exists(rel))
             return None

@@ -52,17 +52,17 @@ class MemoryCgroupCollector(Collector):
                 if directory is None:
                     continue
                 attrs = container.attributes()
-                oom_kills = self._oom_kills(target.key, directory)
+                oom_kills = self._oom_kills(target.key, container.cgroup_path, directory)
                 if oom_kills is not None:
                     snap.add(target.key, OOM_KILLS, oom_kills, attrs)
-                faults = self._major_faults(target.key, directory)
+                faults = self._major_faults(target.key, container.cgroup_path, directory)
                 if faults is not None:
                     snap.add(target.key, MAJOR_FAULTS, faults, attrs)
         self._problems.prune(t.key for t in targets)
         return snap
 
-    def _oom_kills(self, key: str, directory: str) -> int | None:
-        text = self._read(key, os.path.join(directory, self._events_file))
+    def _oom_kills(self, key: str, rel: str, directory: str) -> int | None:
+        text = self._read(key, rel, os.path.join(directory, self._events_file))
         if text is None:
             return None
         if self._fs.version is CgroupVersion.V2:
@@ -75,8 +75,8 @@ class MemoryCgroupCollector(Collector):
             self._problems.report(key, "parse", f"{bad} malformed lines in {self._events_file}", bad)
         return value
 
-    def _major_faults(self, key: str, directory: str) -> int | None:
-        text = self._read(key, os.path.join(directory, "memory.stat"))
+    def _major_faults(self, key: str, rel: str, directory: str) -> int | None:
+        text = self._read(key, rel, os.path.join(directory, "memory.stat"))
         if text is None:
             return None
         stat = parse_memory_stat(text)
@@ -85,10 +85,10 @@ class MemoryCgroupCollector(Collector):
                                   stat.malformed)
         return stat.major_faults
 
-    def _read(self, key: str, path: str) -> str | None:
+    def _read(self, key: str, rel: str, path: str) -> str | None:
         try:
             with open(path) as f:
                 return f.read()
         except OSError as exc:
-            self._problems.os_error(key, path, exc)
+            self._problems.os_error(key, path, exc, lambda: self._fs.exists(rel))
             return None

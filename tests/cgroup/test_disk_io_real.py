@@ -142,3 +142,20 @@ def test_vanished_container_loses_only_its_points(cgroup_tree: CgroupTree) -> No
     snap = DiskIOCollector(fs, stats).collect(targets)
     assert pod.uid not in snap.points
     assert stats.get("kpod.agent.errors", **{"kpod.component": "disk_io", "error.type": "vanished"}) == 1
+
+
+def test_cgroup_missing_from_the_blkio_hierarchy_is_unsupported_not_vanished(cgroup_tree: CgroupTree) -> None:
+    # v1 controllers have separate trees: this pod exists everywhere but in blkio
+    uid = "0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0"
+    pod = f"kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid.replace('-', '_')}.slice"
+    cid = "d" * 64
+    without_blkio = ("memory", "cpu", "pids", "unified")
+    cgroup_tree.make(f"{pod}/cri-containerd-{cid}.scope", without_blkio)
+    fs = CgroupFS.detect(CGROUP_ROOT)
+    stats = AgentStats()
+    targets = PodCgroupMapper(fs, stats).map([PodInfo(uid=uid, name="a", namespace="n",
+                                                      containers=(ContainerInfo("c", cid),))])
+    assert targets[0].containers
+    assert DiskIOCollector(fs, stats).collect(targets).points == {}
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk_io", "error.type": "unsupported"}) == 1
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk_io", "error.type": "vanished"}) == 0
