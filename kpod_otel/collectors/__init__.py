@@ -1,0 +1,1 @@
+"""Collectors: each reads one family of kernel sources once per cycle into a CollectorSnapshot."""

@@ -1,0 +1,326 @@
+"""InterfaceNetworkCollector: per-pod interface counters read inside the pod's network namespace.
+
+A pod's containers share one network namespace, so the eight `kpod.net.iface.*` counters are reported
+once per pod (no container attributes), per interface (`network.interface.name`). The namespace is
+reached through a pid of the pod (`<proc>/<pid>/ns/net`, the sandbox's pid first).
+
+Source: the 64-bit link statistics (rtnl_link_stats64, the same struct as IFLA_STATS64) over
+rtnetlink, with pyroute2's message classes (see NetnsLinkStats). A netlink socket is bound to the
+namespace it was created in, so one socket per namespace is created once (by a short-lived thread that
+`setns`es into it; threads have their own network namespace, the agent's other threads are not
+affected) and reused every cycle. A socket also keeps its namespace alive, so sockets of namespaces
+no pod uses any more are closed at the end of each cycle: open sockets never exceed the pod count.
+When netlink fails (no permission to enter the namespace, pyroute2 error), `/proc/<pid>/net/dev` is
+read instead; its receive `drop` column also counts rx_missed_errors.
+
+Skipped: hostNetwork pods, and any pod whose namespace is the node's own (compared by namespace inode
+with `<proc>/1/ns/net`, or the agent's own namespace when that cannot be read): node interfaces are
+not the pod's. The loopback interface is not reported (traffic inside the pod), unless asked for.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import logging
+import os
+import socket
+import struct
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from kpod_otel.cgroup.problems import ProblemLog
+from kpod_otel.collector import Collector, CollectorSnapshot, InstrumentKind, InstrumentSpec
+from kpod_otel.model import Target
+from kpod_otel.procfs.parsers import InterfaceCounters, parse_net_dev
+from kpod_otel.selfmetrics import AgentStats
+
+log = logging.getLogger(__name__)
+
+IFACE_ATTR = "network.interface.name"
+_C = InstrumentKind.COUNTER
+
+# metric name -> (field of InterfaceCounters, unit, description)
+IFACE_METRICS: dict[str, tuple[str, str, str]] = {
+    "kpod.net.iface.rx.bytes": ("rx_bytes", "By", "Bytes received on a pod interface"),
+    "kpod.net.iface.tx.bytes": ("tx_bytes", "By", "Bytes transmitted on a pod interface"),
+    "kpod.net.iface.rx.packets": ("rx_packets", "{packet}", "Packets received on a pod interface"),
+    "kpod.net.iface.tx.packets": ("tx_packets", "{packet}", "Packets transmitted on a pod interface"),
+    "kpod.net.iface.rx.errors": ("rx_errors", "{error}", "Receive errors on a pod interface"),
+    "kpod.net.iface.tx.errors": ("tx_errors", "{error}", "Transmit errors on a pod interface"),
+    "kpod.net.iface.rx.drops": ("rx_drops", "{packet}", "Received packets dropped on a pod interface"),
+    "kpod.net.iface.tx.drops": ("tx_drops", "{packet}", "Transmitted packets dropped on a pod interface"),
+}
+IFACE_INSTRUMENTS: tuple[InstrumentSpec, ...] = tuple(
+    InstrumentSpec(name, _C, unit, desc) for name, (_, unit, desc) in IFACE_METRICS.items()
+)
+
+_CLONE_NEWNET = 0x40000000
+
+
+@dataclass(frozen=True, slots=True)
+class _NetnsRef:
+    inode: int
+    dev: int
+
+
+def _stats64_to_counters(stats: Any) -> InterfaceCounters:
+    return InterfaceCounters(
+        rx_bytes=int(stats["rx_bytes"]), rx_packets=int(stats["rx_packets"]),
+        rx_errors=int(stats["rx_errors"]), rx_drops=int(stats["rx_dropped"]),
+        tx_bytes=int(stats["tx_bytes"]), tx_packets=int(stats["tx_packets"]),
+        tx_errors=int(stats["tx_errors"]), tx_drops=int(stats["tx_dropped"]),
+    )
+
+
+_NLMSG_ERROR = 2
+_NLMSG_DONE = 3
+_IFLA_STATS_LINK_64_MASK = 1  # filter_mask bit of IFLA_STATS_LINK_64 in RTM_GETSTATS
+_NL_HEADER = struct.Struct("=IHHII")  # length, type, flags, sequence, pid
+
+
+class NetnsLinkStats:
+    """A netlink route socket bound inside one network namespace, dumping its links' counters.
+
+    Messages are built and decoded with pyroute2's rtnetlink message classes; the socket is our own
+    (pyroute2's IPRoute runs an asyncio loop per socket and decodes every link attribute, ~1.4 ms per
+    pod per cycle measured at 110 pods; this costs ~0.05 ms). Counters come from RTM_GETSTATS with
+    only IFLA_STATS_LINK_64 requested (a small message per link); names from one RTM_GETLINK dump,
+    repeated only when an interface index appears that was not seen before.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self._sock.settimeout(2.0)
+        self._sock.bind((0, 0))
+        self._seq = 0
+        self._names: dict[int, str] = {}
+
+    def _dump(self, msg: Any, msg_type: int) -> list[Any]:
+        from pyroute2.netlink import NLM_F_DUMP, NLM_F_REQUEST
+
+        self._seq += 1
+        msg["header"]["type"] = msg_type
+        msg["header"]["flags"] = NLM_F_REQUEST | NLM_F_DUMP
+        msg["header"]["sequence_number"] = self._seq
+        msg.encode()
+        self._sock.send(msg.data)
+        replies: list[Any] = []
+        cls = type(msg)
+        while True:
+            data = self._sock.recv(1 << 16)
+            offset = 0
+            while offset + _NL_HEADER.size <= len(data):
+                length, mtype, _, seq, _ = _NL_HEADER.unpack_from(data, offset)
+                if length < _NL_HEADER.size:
+                    raise OSError(errno.EBADMSG, "truncated netlink message")
+                if seq == self._seq:
+                    if mtype == _NLMSG_DONE:
+                        return replies
+                    if mtype == _NLMSG_ERROR:
+                        (code,) = struct.unpack_from("=i", data, offset + _NL_HEADER.size)
+                        raise OSError(-code, os.strerror(-code))
+                    reply = cls(data[offset:offset + length])
+                    reply.decode()
+                    replies.append(reply)
+                offset += (length + 3) & ~3
+
+    def _refresh_names(self) -> None:
+        from pyroute2.netlink.rtnl import RTM_GETLINK
+        from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
+
+        request = ifinfmsg()
+        request["family"] = socket.AF_UNSPEC
+        self._names = {int(link["index"]): str(link.get_attr("IFLA_IFNAME"))
+                       for link in self._dump(request, RTM_GETLINK)}
+
+    def read(self) -> dict[str, InterfaceCounters]:
+        from pyroute2.netlink.rtnl import RTM_GETSTATS
+        from pyroute2.netlink.rtnl.ifstatsmsg import ifstatsmsg
+
+        request = ifstatsmsg()
+        request["family"] = socket.AF_UNSPEC
+        request["filter_mask"] = _IFLA_STATS_LINK_64_MASK
+        replies = self._dump(request, RTM_GETSTATS)
+        if any(int(r["ifindex"]) not in self._names for r in replies):
+            self._refresh_names()
+        counters: dict[str, InterfaceCounters] = {}
+        for reply in replies:
+            stats = reply.get_attr("IFLA_STATS_LINK_64")
+            name = self._names.get(int(reply["ifindex"]))
+            if stats is not None and name:
+                counters[name] = _stats64_to_counters(stats)
+        return counters
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+class NetlinkStats:
+    """One netlink socket per network namespace, reused across cycles."""
+
+    def __init__(self) -> None:
+        self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._readers: dict[_NetnsRef, NetnsLinkStats] = {}
+
+    def _open_in(self, ns_path: str) -> socket.socket:
+        """Create a netlink socket inside the namespace at `ns_path` from a throwaway thread."""
+        result: dict[str, Any] = {}
+
+        def enter_and_create() -> None:
+            try:
+                fd = os.open(ns_path, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                result["error"] = exc
+                return
+            try:
+                if self._libc.setns(fd, _CLONE_NEWNET) != 0:
+                    err = ctypes.get_errno()
+                    result["error"] = OSError(err, os.strerror(err))
+                    return
+                result["socket"] = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+            except OSError as exc:
+                result["error"] = exc
+            finally:
+                os.close(fd)
+
+        worker = threading.Thread(target=enter_and_create, name="kpod-netns", daemon=True)
+        worker.start()
+        worker.join()
+        if "error" in result:
+            raise result["error"]
+        sock: socket.socket = result["socket"]
+        return sock
+
+    def read(self, ref: _NetnsRef, ns_path: str) -> dict[str, InterfaceCounters]:
+        reader = self._readers.get(ref)
+        if reader is None:
+            sock = self._open_in(ns_path)
+            try:
+                reader = NetnsLinkStats(sock)
+            except Exception:
+                sock.close()
+                raise
+            self._readers[ref] = reader
+        try:
+            return reader.read()
+        except Exception:
+            self.drop(ref)  # a broken or desynchronised socket is never reused
+            raise
+
+    def drop(self, ref: _NetnsRef) -> None:
+        reader = self._readers.pop(ref, None)
+        if reader is not None:
+            reader.close()
+
+    def keep_only(self, refs: set[_NetnsRef]) -> None:
+        for ref in [r for r in self._readers if r not in refs]:
+            self.drop(ref)
+
+    def open_count(self) -> int:
+        return len(self._readers)
+
+    def close(self) -> None:
+        for ref in list(self._readers):
+            self.drop(ref)
+
+
+class InterfaceNetworkCollector(Collector):
+    name = "iface_net"
+
+    def __init__(
+        self,
+        stats: AgentStats,
+        *,
+        proc_root: str = "/proc",
+        use_netlink: bool = True,
+        include_loopback: bool = False,
+    ) -> None:
+        self._proc_root = proc_root
+        self._stats = stats
+        self._problems = ProblemLog(self.name, stats, log)
+        self._include_loopback = include_loopback
+        self._netlink = NetlinkStats() if use_netlink else None
+        self._netlink_failed_logged = False
+        self._host_netns = self._node_netns()
+
+    def _node_netns(self) -> _NetnsRef | None:
+        for path in (os.path.join(self._proc_root, "1", "ns", "net"), "/proc/self/ns/net"):
+            try:
+                st = os.stat(path)
+                return _NetnsRef(st.st_ino, st.st_dev)
+            except OSError:
+                continue
+        return None
+
+    def instruments(self) -> Sequence[InstrumentSpec]:
+        return IFACE_INSTRUMENTS
+
+    def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
+        snap = CollectorSnapshot()
+        used: set[_NetnsRef] = set()
+        for target in targets:
+            if target.host_network or not target.pids:
+                continue
+            counters = self._read_target(target, used)
+            if counters is None:
+                continue
+            for ifname, c in sorted(counters.items()):
+                if ifname == "lo" and not self._include_loopback:
+                    continue
+                attrs = {IFACE_ATTR: ifname}
+                for metric, (fieldname, _, _) in IFACE_METRICS.items():
+                    snap.add(target.key, metric, getattr(c, fieldname), attrs)
+        if self._netlink is not None:
+            self._netlink.keep_only(used)
+        self._problems.prune(t.key for t in targets)
+        return snap
+
+    def _read_target(self, target: Target, used: set[_NetnsRef]) -> dict[str, InterfaceCounters] | None:
+        last_error: OSError | None = None
+        for pid in target.pids:  # the first pid that still exists decides the namespace
+            ns_path = os.path.join(self._proc_root, str(pid), "ns", "net")
+            try:
+                st = os.stat(ns_path)
+            except OSError as exc:
+                last_error = exc
+                continue
+            ref = _NetnsRef(st.st_ino, st.st_dev)
+            if ref == self._host_netns:
+                return None  # the node's namespace: its interfaces are not the pod's
+            if self._netlink is not None:
+                try:
+                    counters = self._netlink.read(ref, ns_path)
+                    used.add(ref)
+                    return counters
+                except Exception as exc:
+                    # permission (no CAP_SYS_ADMIN for setns), pyroute2 trouble: the file below has the
+                    # same counters. Without the permission, netlink is given up for good.
+                    if isinstance(exc, PermissionError):
+                        self._netlink.close()
+                        self._netlink = None
+                    if not self._netlink_failed_logged:
+                        self._netlink_failed_logged = True
+                        log.warning("iface_net: netlink read failed (%s); using /proc/<pid>/net/dev%s", exc,
+                                    " from now on" if self._netlink is None else "")
+                    self._stats.error(self.name, "netlink")
+            try:
+                with open(os.path.join(self._proc_root, str(pid), "net", "dev")) as f:
+                    parsed = parse_net_dev(f.read())
+            except OSError as exc:
+                last_error = exc
+                continue
+            if parsed.malformed:
+                self._problems.report(target.key, "parse", f"{parsed.malformed} malformed lines in net/dev",
+                                      parsed.malformed)
+            return dict(parsed.interfaces)
+        if last_error is not None:
+            self._problems.os_error(target.key, "network namespace of the pod's pids", last_error)
+        return None
+
+    def close(self) -> None:
+        if self._netlink is not None:
+            self._netlink.close()

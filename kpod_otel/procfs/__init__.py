@@ -1,0 +1,1 @@
+"""Parsers of /proc and /sys files (mountinfo, net/dev, block device uevent)."""

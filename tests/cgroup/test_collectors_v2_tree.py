@@ -1,0 +1,113 @@
+"""The collectors' cgroup v2 code paths on a prepared v2 tree holding the real-format v2 fixtures (this
+machine's cgroup2 hierarchy has no controllers, so io.stat and memory.* cannot exist here live)."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from kpod_otel.cgroup.fs import CgroupFS, CgroupVersion, layout_from_markers
+from kpod_otel.cgroup.mapper import PodCgroupMapper
+from kpod_otel.collectors.disk_io import DEVICE_NUMBER_ATTR, DiskIOCollector
+from kpod_otel.collectors.memory_cgroup import MAJOR_FAULTS, OOM_KILLS, MemoryCgroupCollector
+from kpod_otel.model import ContainerInfo, PodInfo
+from kpod_otel.selfmetrics import AgentStats
+
+V2 = Path(__file__).parent.parent / "fixtures" / "cgroup" / "v2"
+UID = "5f0e2a4c-1b7d-4c3e-9a8b-0d1e2f3a4b5c"
+CID = "e" * 64
+
+
+def prepared(tmp_path: Path) -> tuple[CgroupFS, Path]:
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory hugetlb pids rdma misc\n")
+    qos = root / "kubepods.slice" / "kubepods-besteffort.slice"
+    pod = qos / f"kubepods-besteffort-pod{UID.replace('-', '_')}.slice"
+    container = pod / f"cri-containerd-{CID}.scope"
+    container.mkdir(parents=True)
+    for name in ("io.stat", "memory.stat", "memory.events", "cpu.stat"):
+        shutil.copy(V2 / name, container / name)
+    (container / "cgroup.procs").write_text("")
+    layout = layout_from_markers(str(root))
+    assert layout is not None and layout.version is CgroupVersion.V2
+    return CgroupFS(layout), container
+
+
+def test_disk_and_memory_from_v2_files(tmp_path: Path) -> None:
+    fs, _ = prepared(tmp_path)
+    # device names come from a prepared /sys as well: one named device, two without a uevent
+    sys_root = tmp_path / "sys"
+    (sys_root / "dev" / "block" / "259:0").mkdir(parents=True)
+    (sys_root / "dev" / "block" / "259:0" / "uevent").write_text(
+        "MAJOR=259\nMINOR=0\nDEVNAME=nvme0n1\nDEVTYPE=disk\nDISKSEQ=1\n")
+    stats = AgentStats()
+    targets = PodCgroupMapper(fs, stats).map([PodInfo(
+        uid=UID, name="p", namespace="n", qos_class="BestEffort",
+        containers=(ContainerInfo("app", CID, "containerd"),))])
+
+    disk = DiskIOCollector(fs, stats, sys_root=str(sys_root)).collect(targets).points[UID]
+    read_bytes = {(o.attributes["system.device"], o.attributes[DEVICE_NUMBER_ATTR]): o.value
+                  for o in disk["kpod.disk.read.bytes"]}
+    assert read_bytes == {("nvme0n1", "259:0"): 2392064, ("253:0", "253:0"): 2392064, ("7:3", "7:3"): 1024}
+    writes = {o.attributes[DEVICE_NUMBER_ATTR]: o.value for o in disk["kpod.disk.writes"]}
+    assert writes == {"259:0": 9163, "253:0": 9163, "7:3": 0}
+    assert all(o.attributes["container.id"] == CID and o.attributes["k8s.container.name"] == "app"
+               for obs in disk.values() for o in obs)
+
+    memory = MemoryCgroupCollector(fs, stats).collect(targets).points[UID]
+    assert [o.value for o in memory[OOM_KILLS]] == [3]
+    assert [o.value for o in memory[MAJOR_FAULTS]] == [1611]
+    assert stats.total("kpod.agent.errors") == 0
+
+
+def test_malformed_lines_are_counted_not_fatal(tmp_path: Path) -> None:
+    fs, container = prepared(tmp_path)
+    (container / "io.stat").write_text("259:0 rbytes=5 wbytes=6 rios=1 wios=2\nnot a line\n")
+    (container / "memory.events").write_text("oom_kill 2\noom_kill_bogus\n")
+    stats = AgentStats()
+    targets = PodCgroupMapper(fs, stats).map([PodInfo(
+        uid=UID, name="p", namespace="n", containers=(ContainerInfo("app", CID),))])
+    disk = DiskIOCollector(fs, stats, sys_root=str(tmp_path)).collect(targets).points[UID]
+    assert [o.value for o in disk["kpod.disk.read.bytes"]] == [5]
+    memory = MemoryCgroupCollector(fs, stats).collect(targets).points[UID]
+    assert [o.value for o in memory[OOM_KILLS]] == [2]
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk_io", "error.type": "parse"}) == 1
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "memory_cgroup", "error.type": "parse"}) == 1
+
+
+def test_vanished_pod_loses_only_its_points_and_is_logged_once(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    fs, container = prepared(tmp_path)
+    other_uid = "0a0b0c0d-0000-4000-8000-000000000001"
+    other_cid = "f" * 64
+    other = (container.parent.parent / f"kubepods-besteffort-pod{other_uid.replace('-', '_')}.slice"
+             / f"cri-containerd-{other_cid}.scope")
+    other.mkdir(parents=True)
+    for name in ("io.stat", "memory.stat", "memory.events"):
+        shutil.copy(V2 / name, other / name)
+    stats = AgentStats()
+    targets = PodCgroupMapper(fs, stats).map([
+        PodInfo(uid=UID, name="a", namespace="n", containers=(ContainerInfo("app", CID),)),
+        PodInfo(uid=other_uid, name="b", namespace="n", containers=(ContainerInfo("app", other_cid),)),
+    ])
+    shutil.rmtree(container)  # the first pod is deleted after discovery, before the collectors run
+    (other / "memory.events").unlink()  # a file the kernel does not provide for that cgroup
+    disk, memory = DiskIOCollector(fs, stats, sys_root=str(tmp_path)), MemoryCgroupCollector(fs, stats)
+    caplog.set_level(logging.INFO)
+    for _ in range(3):
+        assert set(disk.collect(targets).points) == {other_uid}
+        mem_points = memory.collect(targets).points
+        assert set(mem_points) == {other_uid} and set(mem_points[other_uid]) == {MAJOR_FAULTS}
+
+    def errors(component: str, kind: str) -> float:
+        return stats.get("kpod.agent.errors", **{"kpod.component": component, "error.type": kind})
+
+    assert errors("disk_io", "vanished") == 3
+    assert errors("memory_cgroup", "vanished") == 6  # memory.events and memory.stat, three cycles
+    assert errors("memory_cgroup", "unsupported") == 3
+    vanished_logs = [r for r in caplog.records if UID in r.getMessage()]
+    assert len(vanished_logs) == 2  # once per collector, not once per cycle or file

@@ -1,0 +1,297 @@
+"""The pure parsers on real kernel output (v2 fixtures, this machine's live v1 and procfs files) and
+property tests: any text gives a typed result with malformed lines counted, never an exception."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from kpod_otel.cgroup.parsers import (
+    BlkioStat,
+    CpuStat,
+    IoStat,
+    MemoryEvents,
+    MemoryStat,
+    OomControl,
+    parse_blkio_stat,
+    parse_cgroup_procs,
+    parse_cpu_stat,
+    parse_io_stat,
+    parse_memory_events,
+    parse_memory_oom_control,
+    parse_memory_stat,
+)
+from kpod_otel.procfs.parsers import (
+    MountInfo,
+    NetDev,
+    Uevent,
+    parse_mountinfo,
+    parse_net_dev,
+    parse_uevent,
+)
+from tests.conftest import require
+
+V2 = Path(__file__).parent.parent / "fixtures" / "cgroup" / "v2"
+
+
+# --- v2 fixtures --------------------------------------------------------------------------------------
+
+
+def test_io_stat_v2() -> None:
+    stat = parse_io_stat((V2 / "io.stat").read_text())
+    assert stat.malformed == 0
+    io = stat.device_io()
+    assert set(io) == {"259:0", "253:0", "7:3"}
+    assert (io["259:0"].read_bytes, io["259:0"].write_bytes, io["259:0"].reads, io["259:0"].writes) == (
+        2392064, 97935360, 166, 9163)
+    assert stat.devices["7:3"]["dios"] == 0
+
+
+def test_io_stat_v2_with_iocost_keys() -> None:
+    stat = parse_io_stat((V2 / "io.stat.iocost").read_text())
+    assert stat.malformed == 0
+    assert stat.devices["8:0"]["cost.usage"] == 1893
+    assert "cost.vrate" not in stat.devices["8:0"]  # a ratio (100.00), not a counter
+    assert stat.device_io()["8:0"].read_bytes == 34816000
+    assert parse_io_stat("8:0 rbytes=1 wbytes\n8:1 rbytes=-1\nx rbytes=1\n").malformed == 3
+
+
+def test_memory_stat_v2() -> None:
+    stat = parse_memory_stat((V2 / "memory.stat").read_text())
+    assert stat.malformed == 0
+    assert len(stat.values) == 51
+    assert stat.major_faults == 1611
+    assert stat.values["anon"] == 41713664
+
+
+def test_memory_events_v2() -> None:
+    events = parse_memory_events((V2 / "memory.events").read_text())
+    assert events.malformed == 0
+    assert events.oom_kill == 3
+    assert events.values["max"] == 1873
+
+
+def test_cpu_stat_v2() -> None:
+    stat = parse_cpu_stat((V2 / "cpu.stat").read_text())
+    assert stat.malformed == 0 and stat.usage_usec == 2361441
+    assert stat.values["nr_throttled"] == 17 and stat.values["core_sched.force_idle_usec"] == 0
+
+
+def test_cpu_stat_live_v2_root() -> None:
+    text = (V2 / "cpu.stat.root").read_text()
+    stat = parse_cpu_stat(text)
+    assert stat.malformed == 0
+    assert set(stat.values) >= {"usage_usec", "user_usec", "system_usec"}
+    path = "/sys/fs/cgroup/unified/cpu.stat"
+    if os.path.exists(path):  # the live file on this machine parses the same way
+        live = parse_cpu_stat(Path(path).read_text())
+        assert live.malformed == 0 and live.usage_usec is not None and live.usage_usec >= stat.usage_usec
+
+
+# --- v1, live on this machine -------------------------------------------------------------------------
+
+
+def live(path: str) -> str:
+    require(os.path.exists(path), f"needs {path} (cgroup v1 controller mounted)")
+    return Path(path).read_text()
+
+
+def test_memory_stat_v1_live() -> None:
+    text = live("/sys/fs/cgroup/memory/memory.stat")
+    stat = parse_memory_stat(text)
+    assert stat.malformed == 0
+    assert len(stat.values) == len(text.splitlines())
+    # v1 reports the hierarchical count as total_pgmajfault
+    assert stat.major_faults == stat.values["total_pgmajfault"]
+    assert stat.values["total_pgfault"] >= stat.values["pgfault"]
+
+
+def test_memory_oom_control_v1_live() -> None:
+    control = parse_memory_oom_control(live("/sys/fs/cgroup/memory/memory.oom_control"))
+    assert control.malformed == 0
+    assert control.oom_kill_disable is False and control.under_oom is False
+    assert control.oom_kill is not None and control.oom_kill >= 0
+
+
+@pytest.mark.parametrize("name", [
+    "blkio.throttle.io_service_bytes", "blkio.throttle.io_service_bytes_recursive",
+    "blkio.throttle.io_serviced", "blkio.throttle.io_serviced_recursive",
+    "blkio.bfq.io_service_bytes", "blkio.bfq.io_service_bytes_recursive",
+    "blkio.bfq.io_serviced", "blkio.bfq.io_serviced_recursive",
+])
+def test_blkio_v1_live(name: str) -> None:
+    stat = parse_blkio_stat(live(f"/sys/fs/cgroup/blkio/{name}"))
+    assert stat.malformed == 0
+    assert stat.total is not None
+    assert stat.total == sum(ops.get("Total", 0) for ops in stat.devices.values())
+
+
+def test_blkio_v1_format() -> None:
+    text = ("254:0 Read 4096\n254:0 Write 1048576\n254:0 Sync 1052672\n254:0 Async 0\n"
+            "254:0 Discard 0\n254:0 Total 1052672\nTotal 1052672\n")
+    stat = parse_blkio_stat(text)
+    assert stat.malformed == 0 and stat.total == 1052672
+    assert stat.reads_writes() == {"254:0": (4096, 1048576)}
+
+
+def test_cgroup_procs() -> None:
+    assert parse_cgroup_procs("12\n7\n\nx\n0\n") == ((12, 7), 2)
+
+
+# --- procfs / sysfs, live -----------------------------------------------------------------------------
+
+
+def test_mountinfo_live_matches_findmnt() -> None:
+    require(shutil.which("findmnt") is not None, "needs findmnt (util-linux)")
+    info = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+    assert info.malformed == 0
+    out = json.loads(subprocess.run(["findmnt", "-J", "--list", "-o", "ID,TARGET,FSTYPE,MAJ:MIN,FSROOT"],
+                                    check=True, capture_output=True, text=True).stdout)
+    expected = {(int(fs["id"]), fs["target"], fs["fstype"], fs["maj:min"], fs["fsroot"])
+                for fs in out["filesystems"]}
+    got = {(m.mount_id, m.mount_point, m.fs_type, m.device, m.root) for m in info.mounts}
+    assert got == expected
+
+
+def test_mountinfo_escapes_and_optional_fields() -> None:
+    line = ("36 35 98:0 /mnt1 /mnt\\040with\\040space rw,noatime master:1 shared:7 - overlay overlay "
+            "rw,lowerdir=/l,upperdir=/u,workdir=/w\n")
+    (m,) = parse_mountinfo(line).mounts
+    assert m.mount_point == "/mnt with space" and m.optional_fields == ("master:1", "shared:7")
+    assert m.fs_type == "overlay" and m.super_option("upperdir") == "/u" and m.device == "98:0"
+    assert parse_mountinfo("garbage\n" + line).malformed == 1
+
+
+def test_net_dev_live_matches_ip_link() -> None:
+    text = Path("/proc/self/net/dev").read_text()
+    netdev = parse_net_dev(text)
+    assert netdev.malformed == 0
+    links = json.loads(subprocess.run(["ip", "-s", "-j", "link"], check=True, capture_output=True,
+                                      text=True).stdout)
+    assert set(netdev.interfaces) == {link["ifname"] for link in links}
+    lo = netdev.interfaces["lo"]
+    assert lo.rx_bytes >= 0 and lo.tx_packets >= 0
+
+
+def test_net_dev_format() -> None:
+    text = (
+        "Inter-|   Receive                                                |  Transmit\n"
+        " face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo "
+        "colls carrier compressed\n"
+        "  eth0: 801304842  612302    1    2    0     0          0         0 27431021  203221    3    4    0 "
+        "    0       0          0\n"
+        "    lo:    3393      33    0    0    0     0          0         0     3393      33    0    0    0 "
+        "    0       0          0\n"
+        "  bad: 1 2 3\n"
+    )
+    netdev = parse_net_dev(text)
+    assert netdev.malformed == 1
+    eth0 = netdev.interfaces["eth0"]
+    assert (eth0.rx_bytes, eth0.rx_packets, eth0.rx_errors, eth0.rx_drops) == (801304842, 612302, 1, 2)
+    assert (eth0.tx_bytes, eth0.tx_packets, eth0.tx_errors, eth0.tx_drops) == (27431021, 203221, 3, 4)
+
+
+def test_uevent_live_matches_lsblk() -> None:
+    require(shutil.which("lsblk") is not None, "needs lsblk")
+    out = json.loads(subprocess.run(["lsblk", "-J", "-o", "NAME,MAJ:MIN"], check=True, capture_output=True,
+                                    text=True).stdout)
+    devices = out["blockdevices"]
+    require(bool(devices), "no block devices visible")
+    for dev in devices:
+        uevent = parse_uevent(Path(f"/sys/dev/block/{dev['maj:min']}/uevent").read_text())
+        assert uevent.malformed == 0
+        assert uevent.devname == dev["name"]
+        assert f"{uevent.values['MAJOR']}:{uevent.values['MINOR']}" == dev["maj:min"]
+
+
+# --- properties: any text -> typed result, malformed counted, never another exception ----------------
+
+PARSERS: list[tuple[Callable[[str], object], type]] = [
+    (parse_io_stat, IoStat), (parse_memory_stat, MemoryStat), (parse_memory_events, MemoryEvents),
+    (parse_cpu_stat, CpuStat), (parse_memory_oom_control, OomControl), (parse_blkio_stat, BlkioStat),
+    (parse_mountinfo, MountInfo), (parse_net_dev, NetDev), (parse_uevent, Uevent),
+]
+
+KERNEL_CHARS = [*"0123456789abcdef:=_- \n\t|/\\RWTotalrbytes", "\x00", "é"]
+kernelish = st.text(alphabet=st.sampled_from(KERNEL_CHARS))
+
+
+@pytest.mark.parametrize("parse, result_type", PARSERS, ids=[p.__name__ for p, _ in PARSERS])
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(st.text(), kernelish))
+def test_parsers_never_raise(parse: Callable[[str], object], result_type: type, text: str) -> None:
+    result = parse(text)
+    assert isinstance(result, result_type)
+    assert result.malformed >= 0  # type: ignore[attr-defined]
+    assert result.malformed <= len(text.splitlines()) + text.count("\n") + 1  # type: ignore[attr-defined]
+
+
+keys = st.from_regex(r"[a-z][a-z_.]{0,20}", fullmatch=True)
+uints = st.integers(min_value=0, max_value=2**64 - 1)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.dictionaries(keys, uints, max_size=30), junk=st.lists(st.sampled_from(
+    ["oops", "a b c", "k -1", "k 1.5", "k 0x10"]), max_size=5))
+def test_flat_keyed_round_trip(values: dict[str, int], junk: list[str]) -> None:
+    lines = [f"{k} {v}" for k, v in values.items()] + junk
+    stat = parse_memory_stat("\n".join(lines) + "\n")
+    assert dict(stat.values) == values
+    assert stat.malformed == len(junk)
+
+
+devs = st.tuples(st.integers(0, 4095), st.integers(0, 2**20)).map(lambda t: f"{t[0]}:{t[1]}")
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(devs, st.tuples(uints, uints, uints, uints), max_size=8))
+def test_io_stat_round_trip(data: dict[str, tuple[int, int, int, int]]) -> None:
+    text = "".join(f"{d} rbytes={a} wbytes={b} rios={c} wios={e} dbytes=0 dios=0\n"
+                   for d, (a, b, c, e) in data.items())
+    io = parse_io_stat(text).device_io()
+    assert {d: (v.read_bytes, v.write_bytes, v.reads, v.writes) for d, v in io.items()} == data
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(devs, st.tuples(uints, uints), max_size=8))
+def test_blkio_round_trip(data: dict[str, tuple[int, int]]) -> None:
+    text = "".join(f"{d} Read {r}\n{d} Write {w}\n{d} Total {r + w}\n" for d, (r, w) in data.items())
+    text += f"Total {sum(r + w for r, w in data.values())}\n"
+    stat = parse_blkio_stat(text)
+    assert stat.malformed == 0 and stat.reads_writes() == data
+
+
+ifnames = st.from_regex(r"[a-z][a-z0-9.@-]{0,14}", fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.dictionaries(ifnames, st.lists(uints, min_size=16, max_size=16), max_size=6))
+def test_net_dev_round_trip(data: dict[str, list[int]]) -> None:
+    text = "Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n"
+    text += "".join(f"{name:>6}: " + " ".join(map(str, v)) + "\n" for name, v in data.items())
+    parsed = parse_net_dev(text)
+    assert parsed.malformed == 0
+    for name, v in data.items():
+        c = parsed.interfaces[name]
+        assert (c.rx_bytes, c.rx_packets, c.rx_errors, c.rx_drops) == tuple(v[0:4])
+        assert (c.tx_bytes, c.tx_packets, c.tx_errors, c.tx_drops) == tuple(v[8:12])
+
+
+paths = st.from_regex(r"/[a-zA-Z0-9_ \\.-]{0,20}", fullmatch=True)
+
+
+@settings(max_examples=200, deadline=None)
+@given(point=paths, fstype=st.sampled_from(["ext4", "tmpfs", "overlay", "cgroup2"]))
+def test_mountinfo_round_trip(point: str, fstype: str) -> None:
+    escaped = point.replace("\\", "\\134").replace(" ", "\\040")
+    line = f"41 31 0:38 / {escaped} rw,relatime shared:9 - {fstype} src rw\n"
+    (m,) = parse_mountinfo(line).mounts
+    assert m.mount_point == point and m.fs_type == fstype
