@@ -9,9 +9,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from kpod_otel.agent import Agent, CycleSink
+from kpod_otel.cgroup.fs import CgroupFS, CgroupLayoutError
+from kpod_otel.cgroup.wiring import cgroup_collectors, cgroup_fs, local_provider, pod_mapper
 from kpod_otel.collector import Collector
 from kpod_otel.config import Config, ConfigError, FilterConfig
 from kpod_otel.discovery.base import PodProvider
+from kpod_otel.discovery.factory import build_provider
 from kpod_otel.discovery.index import PodIndex
 from kpod_otel.export.exporter import OtlpExporter
 from kpod_otel.export.otlp_settings import SettingsError, settings_from_env
@@ -92,22 +95,19 @@ class Assembled:
                 log.exception("stopping a component failed")
 
 
-def build_collectors(config: Config, stats: AgentStats) -> list[Collector]:
+def build_collectors(config: Config, fs: CgroupFS, stats: AgentStats) -> list[Collector]:
     """The collectors the profile enables; the self-metrics collector always, and always last."""
-    enabled = config.enabled_collectors()
     collectors: list[Collector] = []
-    for name in sorted(enabled):
-        log.info("collector %s: not built yet in this version", name)
+    collectors += cgroup_collectors(config, fs, stats, ebpf_memory=False)
     collectors.append(SelfMetricsCollector(stats))
     return collectors
 
 
-def build_provider(config: Config, stats: AgentStats) -> PodProvider:
-    raise ConfigError(f"kpod.discovery.mode: {config.discovery.mode.value} is not available in this build")
-
-
-def build_resolver(config: Config, stats: AgentStats) -> Callable[[Sequence[PodInfo]], list[Target]]:
-    raise ConfigError("cgroup mapping is not available in this build")
+def _cgroup_fs(config: Config) -> CgroupFS:
+    try:
+        return cgroup_fs(config)
+    except CgroupLayoutError as exc:
+        raise ConfigError(f"kpod.cgroup.root: {exc}") from None
 
 
 def _print_now(text: str) -> None:
@@ -117,8 +117,9 @@ def _print_now(text: str) -> None:
 
 def build_agent(config: Config, console: bool, export: bool) -> Assembled:
     stats = AgentStats()
+    fs = _cgroup_fs(config)
     pipeline = MetricsPipeline(
-        build_collectors(config, stats),
+        build_collectors(config, fs, stats),
         agent_resource_attributes(config.node_name, config.cluster_name),
         stats,
         common_attributes={
@@ -126,7 +127,8 @@ def build_agent(config: Config, console: bool, export: bool) -> Assembled:
             **({"k8s.cluster.name": config.cluster_name} if config.cluster_name else {}),
         },
     )
-    source = DiscoveryTargetSource(build_provider(config, stats), build_resolver(config, stats), config.filter)
+    provider = build_provider(config, stats, local_factory=lambda: local_provider(config, fs))
+    source = DiscoveryTargetSource(provider, pod_mapper(config, fs, stats).map, config.filter)
     sinks: list[CycleSink] = []
     if export:
         try:

@@ -20,7 +20,9 @@ REPO = Path(__file__).resolve().parent.parent
 def write_config(tmp_path: Path, interval_ms: int = 1000, extra: str = "") -> Path:
     # A local-discovery agent over an empty, prepared cgroup tree: no pods, only the agent's own metrics.
     cg = tmp_path / "cgroup"
-    (cg / "unified").mkdir(parents=True)
+    cg.mkdir()
+    (cg / "cgroup.controllers").write_text("cpu io memory pids\n")  # a prepared (unmounted) v2 root
+    (cg / "cgroup.procs").write_text("")
     proc = tmp_path / "proc"
     (proc / "1").mkdir(parents=True)
     cfg = tmp_path / "kpod.yaml"
