@@ -46,9 +46,18 @@ class PodInfo:
     host_network: bool = False
     phase: str = "Running"
     labels: Mapping[str, str] = field(default_factory=dict)
+    # Static pods: the API server shows a mirror pod with its own uid, while the kubelet, the cgroup
+    # tree and /var/lib/kubelet/pods use the config hash (annotation kubernetes.io/config.hash).
+    kubelet_uid: str = ""
     # Set by local discovery for non-Kubernetes workloads: the cgroup path (relative to the hierarchy
     # root) that *is* the target. Kubernetes pods leave it empty and are resolved by PodCgroupMapper.
     cgroup_path: str = ""
+
+
+    @property
+    def node_uid(self) -> str:
+        """The uid under which the node (kubelet, cgroups, volumes) knows this pod."""
+        return self.kubelet_uid or self.uid
 
 
 @dataclass(frozen=True, slots=True)

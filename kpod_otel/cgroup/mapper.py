@@ -199,13 +199,13 @@ class PodCgroupMapper:
     def _volumes_dir(self, pod: PodInfo) -> str:
         if not pod.uid:
             return ""
-        return os.path.join(os.path.normpath(self._kubelet_root), "pods", pod.uid, "volumes")
+        return os.path.join(os.path.normpath(self._kubelet_root), "pods", pod.node_uid, "volumes")
 
     def _find_pod_path(self, key: str, pod: PodInfo) -> str | None:
         if pod.cgroup_path:
             path = pod.cgroup_path.strip("/")
             return path if self._fs.exists(path) else None
-        found = self._resolver.pod_path(pod.uid, pod.qos_class)
+        found = self._resolver.pod_path(pod.node_uid, pod.qos_class)
         if found is None and not self._resolver.present_roots():
             self._resolver.forget_roots()
         return found

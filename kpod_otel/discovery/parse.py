@@ -109,6 +109,9 @@ def parse_pod(obj: Any) -> PodInfo:
     uid = _str(meta.get("uid"), "metadata.uid", pod)
     if not uid:
         raise PodParseError("metadata.uid is empty", pod)
+    annotations = _mapping(meta.get("annotations"), "metadata.annotations", pod)
+    config_hash = annotations.get("kubernetes.io/config.hash")
+    kubelet_uid = config_hash if isinstance(config_hash, str) and config_hash != uid else ""
     labels = _mapping(meta.get("labels"), "metadata.labels", pod)
     if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
         raise PodParseError("metadata.labels must map strings to strings", pod)
@@ -131,6 +134,7 @@ def parse_pod(obj: Any) -> PodInfo:
         host_network=host_network,
         phase=_str(status.get("phase"), "status.phase", pod, default="Pending"),
         labels=dict(labels),
+        kubelet_uid=kubelet_uid,
     )
 
 

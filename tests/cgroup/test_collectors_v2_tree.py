@@ -111,3 +111,17 @@ def test_vanished_pod_loses_only_its_points_and_is_logged_once(
     assert errors("memory_cgroup", "unsupported") == 3
     vanished_logs = [r for r in caplog.records if UID in r.getMessage()]
     assert len(vanished_logs) == 2  # once per collector, not once per cycle or file
+
+
+def test_static_pod_resolves_through_its_kubelet_uid(tmp_path: Path) -> None:
+    # The tree is named after the kubelet's uid; the Resource keeps the API server's (mirror) uid.
+    fs, _ = prepared(tmp_path)
+    mirror_uid = "9a8b7c6d-0000-4000-8000-000000000001"
+    targets = PodCgroupMapper(fs, AgentStats(), kubelet_root="/var/lib/kubelet").map([PodInfo(
+        uid=mirror_uid, kubelet_uid=UID, name="etcd", namespace="kube-system", qos_class="BestEffort",
+        containers=(ContainerInfo("etcd", CID, "containerd"),))])
+    (target,) = targets
+    assert target.resource["k8s.pod.uid"] == mirror_uid
+    assert target.cgroup_path.endswith(f"kubepods-besteffort-pod{UID.replace('-', '_')}.slice")
+    assert [c.container_id for c in target.containers] == [CID]
+    assert target.volumes_dir == f"/var/lib/kubelet/pods/{UID}/volumes"

@@ -196,3 +196,23 @@ def test_pod_list_keeps_good_items() -> None:
 def test_malformed_pod_list(obj: Any) -> None:
     with pytest.raises(PodParseError):
         parse_pod_list(obj)
+
+
+def test_static_pod_mirror_carries_the_kubelet_uid() -> None:
+    # A static pod as the API server shows its mirror: a uid of its own, the kubelet's in the annotations.
+    config_hash = "0d5a3f7b9c2e4d6f8a1b3c5d7e9f0a2b"
+    mirror = {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "etcd-worker-1", "namespace": "kube-system", "uid": "3b9f6d2e-0000-4000-8000-1a2b3c4d5e6f",
+                     "annotations": {"kubernetes.io/config.hash": config_hash,
+                                     "kubernetes.io/config.mirror": config_hash,
+                                     "kubernetes.io/config.source": "file"}},
+        "spec": {"nodeName": "worker-1", "containers": [{"name": "etcd", "image": "registry.k8s.io/etcd:3.5.9"}]},
+        "status": {"phase": "Running", "qosClass": "Burstable"},
+    }
+    pod = parse_pod(mirror)
+    assert pod.uid == "3b9f6d2e-0000-4000-8000-1a2b3c4d5e6f"
+    assert pod.kubelet_uid == config_hash and pod.node_uid == config_hash
+    # as the kubelet itself lists it: the uid is the hash already
+    mirror["metadata"]["uid"] = config_hash
+    assert parse_pod(mirror).kubelet_uid == "" and parse_pod(mirror).node_uid == config_hash
