@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_INTERVAL_MS = 15000
 DEFAULT_EXPORT_TIMEOUT_MS = 30000
+DISCOVERY_WAIT_S = 10.0
 
 
 def export_disabled() -> bool:
@@ -69,6 +71,16 @@ class DiscoveryTargetSource:
     def start(self) -> None:
         self._provider.start()
 
+    def wait_ready(self, timeout_s: float) -> bool:
+        """Give discovery a moment to make its first LIST, so the first cycle is not empty."""
+        deadline = time.monotonic() + timeout_s
+        while not self._provider.healthy():
+            if time.monotonic() >= deadline:
+                log.warning("discovery (%s) not ready after %.0f s; starting anyway", self._provider.mode, timeout_s)
+                return False
+            time.sleep(0.1)
+        return True
+
     def targets(self) -> list[Target]:
         return self._resolve(self._index.cycle())
 
@@ -84,8 +96,9 @@ class Assembled:
     stats: AgentStats
     extra_stops: list[Callable[[], None]] = field(default_factory=list)
 
-    def start(self) -> None:
+    def start(self, discovery_wait_s: float = DISCOVERY_WAIT_S) -> None:
         self.agent.start()
+        self.source.wait_ready(discovery_wait_s)
 
     def stop(self) -> None:
         for stop in self.extra_stops:
