@@ -20,6 +20,9 @@ from kpod_otel.selfmetrics import AgentStats
 
 log = logging.getLogger(__name__)
 
+# Kubernetes gives 30 s by default between SIGTERM and SIGKILL; the final export must fit well within.
+FINAL_EXPORT_TIMEOUT_S = 5.0
+
 
 class TargetSource(Protocol):
     """Discovery + cgroup resolution: the targets to measure this cycle."""
@@ -34,7 +37,7 @@ class TargetSource(Protocol):
 class CycleSink(Protocol):
     """Where a cycle's data goes: the OTLP exporter, a console table."""
 
-    def deliver(self, result: CycleResult, deadline_s: float) -> bool: ...
+    def deliver(self, result: CycleResult, deadline_s: float, cancel: threading.Event | None = None) -> bool: ...
 
     def close(self) -> None: ...
 
@@ -79,8 +82,9 @@ class Agent:
     def start(self) -> None:
         self._source.start()
 
-    def run_cycle(self) -> bool:
-        """One collection and delivery; True if every sink succeeded."""
+    def run_cycle(self, cancel: threading.Event | None = None, deadline_s: float | None = None) -> bool:
+        """One collection and delivery; True if every sink succeeded. `cancel` (the shutdown event) cuts
+        a running export short; `deadline_s` overrides the export deadline (the final export's)."""
         t0 = time.monotonic()
         try:
             targets = self._source.targets()
@@ -93,10 +97,12 @@ class Agent:
         self._stats.set("kpod.agent.export.points", result.points)
         # A hanging receiver must not stall the loop beyond one interval.
         deadline = min(self._export_timeout_s, max(1.0, self.state.interval_s * 0.9))
+        if deadline_s is not None:
+            deadline = min(deadline, deadline_s)
         ok = True
         for sink in self._sinks:
             try:
-                ok = sink.deliver(result, deadline) and ok
+                ok = sink.deliver(result, deadline, cancel) and ok
             except Exception:
                 log.exception("delivering the cycle's data failed")
                 self._stats.error("exporter", "deliver")
@@ -113,7 +119,7 @@ class Agent:
         next_at = time.monotonic()
         try:
             while not stop.is_set():
-                self.run_cycle()
+                self.run_cycle(cancel=stop)
                 next_at += interval
                 now = time.monotonic()
                 if next_at < now:  # a cycle overran: skip the missed slots instead of bunching up
@@ -121,7 +127,7 @@ class Agent:
                     next_at += missed * interval
                 stop.wait(max(0.0, next_at - now))
             log.info("shutting down: final export")
-            self.run_cycle()
+            self.run_cycle(deadline_s=FINAL_EXPORT_TIMEOUT_S)
         finally:
             self.close()
         return 0

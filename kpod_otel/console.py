@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -129,10 +131,8 @@ class TableRenderer:
             return None if prev is not None else total
         return max(0.0, total - old[0]) / (at - prev[0])
 
-    def deliver(self, result: CycleResult, deadline_s: float) -> bool:
+    def deliver(self, result: CycleResult, deadline_s: float, cancel: threading.Event | None = None) -> bool:
         """CycleSink: print a table of this cycle."""
-        import time
-
         self._out(self.render(result.request, time.monotonic()) + "\n")
         return True
 

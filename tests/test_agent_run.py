@@ -104,3 +104,32 @@ def test_sigterm_final_export_and_exit_0(tmp_path: Path) -> None:
         if agent.poll() is None:
             agent.kill()
         receiver.stop()
+
+
+def test_sigterm_during_a_hanging_export_ends_quickly_with_a_final_attempt(tmp_path: Path) -> None:
+    receiver = OtlpReceiver().start("grpc")
+    receiver.behaviour.hang.set()  # every export hangs: accepted, never answered
+    # export deadline = min(OTEL_METRIC_EXPORT_TIMEOUT, 90% of the interval) = 18 s without cancellation
+    cfg = write_config(tmp_path, interval_ms=20000)
+    env = agent_env(receiver, "grpc")
+    env["OTEL_METRIC_EXPORT_TIMEOUT"] = "60000"
+    agent = subprocess.Popen([sys.executable, "-m", "kpod_otel", "run", "--config", str(cfg)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while receiver.arrivals < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert receiver.arrivals == 1  # the first export is in flight
+        time.sleep(0.5)
+        t0 = time.monotonic()
+        agent.send_signal(signal.SIGTERM)
+        _, err = agent.communicate(timeout=40)
+        elapsed = time.monotonic() - t0
+        assert agent.returncode == 0, err
+        assert receiver.arrivals == 2  # the final export was attempted
+        # the hanging export is cancelled at once; then the final export's own 5 s deadline
+        assert elapsed < 5 + 3, elapsed
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+        receiver.stop()

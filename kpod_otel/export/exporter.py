@@ -8,6 +8,7 @@ ResourceMetrics (one pod's points are never split across requests) once it holds
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -78,8 +79,14 @@ class OtlpExporter:
         self._failing_since: float | None = None
         self._warned_rejections = False
 
-    def export(self, request: ExportMetricsServiceRequest, deadline_s: float | None = None) -> ExportOutcome:
-        """Send the cycle's data; never raises. `deadline_s` caps the whole export (all requests)."""
+    def export(
+        self,
+        request: ExportMetricsServiceRequest,
+        deadline_s: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ExportOutcome:
+        """Send the cycle's data; never raises. `deadline_s` caps the whole export (all requests);
+        `cancel` (the shutdown event) abandons it early."""
         started = time.monotonic()
         budget = self.settings.timeout_s if deadline_s is None else min(deadline_s, self.settings.timeout_s)
         ok, sent, error = True, 0, ""
@@ -88,7 +95,7 @@ class OtlpExporter:
             if remaining <= 0:
                 ok, error = False, "export deadline exceeded"
                 break
-            result = self._transport.send(part, remaining)
+            result = self._transport.send(part, remaining, cancel)
             sent += 1
             if not result.ok:
                 ok, error = False, result.error
@@ -118,6 +125,6 @@ class OtlpExporter:
     def close(self) -> None:
         self._transport.close()
 
-    def deliver(self, result: CycleResult, deadline_s: float) -> bool:
+    def deliver(self, result: CycleResult, deadline_s: float, cancel: threading.Event | None = None) -> bool:
         """CycleSink: export the cycle's request."""
-        return self.export(result.request, deadline_s).ok
+        return self.export(result.request, deadline_s, cancel).ok

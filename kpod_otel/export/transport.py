@@ -4,6 +4,7 @@ cumulative, so the next cycle carries everything a failed export would have carr
 from __future__ import annotations
 
 import gzip
+import threading
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,11 @@ class SendResult:
 
 class Transport(ABC):
     @abstractmethod
-    def send(self, request: ExportMetricsServiceRequest, timeout_s: float) -> SendResult: ...
+    def send(
+        self, request: ExportMetricsServiceRequest, timeout_s: float, cancel: threading.Event | None = None
+    ) -> SendResult:
+        """Send one request; give up after `timeout_s`, or as soon as `cancel` is set where the protocol
+        allows it (gRPC; an HTTP request runs to its timeout)."""
 
     def close(self) -> None:  # noqa: B027 - optional
         pass
@@ -58,14 +63,25 @@ class GrpcTransport(Transport):
         self._stub = MetricsServiceStub(self._channel)  # type: ignore[no-untyped-call]
         self._metadata = tuple(settings.headers)
 
-    def send(self, request: ExportMetricsServiceRequest, timeout_s: float) -> SendResult:
+    def send(
+        self, request: ExportMetricsServiceRequest, timeout_s: float, cancel: threading.Event | None = None
+    ) -> SendResult:
+        future = self._stub.Export.future(
+            request,
+            metadata=self._metadata,
+            timeout=timeout_s,
+            compression=grpc.Compression.Gzip if self._settings.gzip else grpc.Compression.NoCompression,
+        )
+        if cancel is not None:
+            # SIGTERM during an export: give up this one at once, so the final export gets the grace period.
+            while not future.done():
+                if cancel.wait(0.05):
+                    future.cancel()
+                    return SendResult(False, error="gRPC CANCELLED (shutting down)")
         try:
-            response: ExportMetricsServiceResponse = self._stub.Export(
-                request,
-                metadata=self._metadata,
-                timeout=timeout_s,
-                compression=grpc.Compression.Gzip if self._settings.gzip else grpc.Compression.NoCompression,
-            )
+            response: ExportMetricsServiceResponse = future.result()
+        except grpc.FutureCancelledError:
+            return SendResult(False, error="gRPC CANCELLED")
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             name = code.name if code is not None else "UNKNOWN"
@@ -93,7 +109,9 @@ class HttpTransport(Transport):
         if settings.client_certificate_file and settings.client_key_file:
             self._session.cert = (settings.client_certificate_file, settings.client_key_file)
 
-    def send(self, request: ExportMetricsServiceRequest, timeout_s: float) -> SendResult:
+    def send(
+        self, request: ExportMetricsServiceRequest, timeout_s: float, cancel: threading.Event | None = None
+    ) -> SendResult:
         body = request.SerializeToString()
         if self._settings.gzip:
             body = gzip.compress(body, compresslevel=6)

@@ -50,6 +50,7 @@ class OtlpReceiver:
 
     def __init__(self) -> None:
         self.received: list[Received] = []
+        self.arrivals = 0  # requests that reached a handler, answered or not (hang mode)
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)
         self.behaviour = _Behaviour()
@@ -88,6 +89,8 @@ class OtlpReceiver:
         class Servicer(svc.MetricsServiceServicer):
             def Export(self, request: ExportMetricsServiceRequest, context: Any) -> ExportMetricsServiceResponse:
                 md = {k: v for k, v in context.invocation_metadata()}
+                with receiver._cond:
+                    receiver.arrivals += 1
                 if receiver.behaviour.hang.is_set():
                     receiver.behaviour.release.wait(60)
                 if receiver.behaviour.fail:
@@ -115,6 +118,8 @@ class OtlpReceiver:
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
+                with receiver._cond:
+                    receiver.arrivals += 1
                 if receiver.behaviour.hang.is_set():
                     receiver.behaviour.release.wait(60)
                 if self.path != "/v1/metrics":
