@@ -1,0 +1,165 @@
+// TCP per cgroup: bytes sent/received, retransmitted segments, connections opened, RTT samples.
+//
+// Attribution: many TCP events run in softirq or timer context (receive, ACK processing, retransmit
+// timers, passive ESTABLISHED), where bpf_get_current_cgroup_id() names whichever task was interrupted.
+// So nothing here uses the current task:
+//  - cgroup_skb ingress/egress programs (attached to the cgroup v2 root with BPF_F_ALLOW_MULTI) see every
+//    packet of every full socket; bpf_skb_cgroup_id(skb) is the cgroup that owns the socket. The socket's
+//    own counters (bpf_tcp_sock: bytes_acked, bytes_received, total_retrans; stable UAPI) are turned into
+//    per-cgroup deltas against the last values seen, kept per socket in sk_storage. A value that moved
+//    after the last packet is picked up by the socket's next packet (the ACK of the data, the FIN...).
+//  - a sock_ops program gets the ESTABLISHED callbacks and, per socket, every RTT measurement. It charges
+//    them to the cgroup recorded in the socket's storage by the cgroup_skb programs. The storage is cloned
+//    (BPF_F_CLONE) from a listener to the sockets it accepts, which live in the listener's cgroup.
+// The cgroup_skb programs never drop anything: they always return 1.
+#include "kpod.h"
+
+#define MAP_TCP_COUNTS 0
+#define MAP_TCP_RTT 1
+#define MAP_SK_STORAGE 2
+
+#define KPOD_IPPROTO_TCP 6
+#define KPOD_OP_RTT_CB 12                 // BPF_SOCK_OPS_RTT_CB
+#define KPOD_OP_ACTIVE_ESTABLISHED_CB 4   // BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB
+#define KPOD_OP_PASSIVE_ESTABLISHED_CB 5  // BPF_SOCK_OPS_PASSIVE_ESTABLISHED_CB
+#define KPOD_RTT_CB_FLAG 8                // BPF_SOCK_OPS_RTT_CB_FLAG
+#define KPOD_F_CLONE (1U << 9)            // BPF_F_CLONE
+#define KPOD_F_NO_PREALLOC 1              // BPF_F_NO_PREALLOC
+
+struct tcp_counts {
+    u64 bytes_sent;      // payload acknowledged by the peer (bytes_acked: no retransmitted copies)
+    u64 bytes_received;  // payload received in order
+    u64 retransmits;     // segments retransmitted
+    u64 connections;     // connections that reached ESTABLISHED (active or passive)
+};
+
+struct sock_seen {
+    u64 cgroup_id;       // owner of the socket, from bpf_skb_cgroup_id()
+    u64 bytes_acked;     // last values already charged
+    u64 bytes_received;
+    u32 total_retrans;
+    u32 seen;            // 0 until the first packet set a baseline
+};
+
+// sk_storage with BPF_F_CLONE (bcc's BPF_SK_STORAGE has no way to pass it).
+struct sock_state_table_t {
+    int key;
+    struct sock_seen leaf;
+    void *(*sk_storage_get)(void *, void *, int);
+    int (*sk_storage_delete)(void *);
+    u32 flags;
+};
+__attribute__((section("maps/sk_storage")))
+struct sock_state_table_t sock_state = {.flags = KPOD_F_NO_PREALLOC | KPOD_F_CLONE};
+BPF_ANNOTATE_KV_PAIR(sock_state, int, struct sock_seen);
+
+BPF_HASH(tcp_counts, u64, struct tcp_counts, KPOD_MAX_CGROUPS);
+BPF_HASH(tcp_rtt, u64, struct kpod_hist, KPOD_MAX_CGROUPS);
+
+static __always_inline struct tcp_counts *counts_of(u64 cgroup_id) {
+    struct tcp_counts *c = tcp_counts.lookup(&cgroup_id);
+    if (c)
+        return c;
+    struct tcp_counts zero = {};
+    kpod_count_failure(MAP_TCP_COUNTS, tcp_counts.insert(&cgroup_id, &zero));
+    return tcp_counts.lookup(&cgroup_id);
+}
+
+static __always_inline int account(struct __sk_buff *skb) {
+    struct bpf_sock *sk = skb->sk;
+    if (!sk)
+        return 1;
+    sk = bpf_sk_fullsock(sk);
+    if (!sk || sk->protocol != KPOD_IPPROTO_TCP)
+        return 1;
+    struct bpf_tcp_sock *tp = bpf_tcp_sock(sk);
+    if (!tp)
+        return 1;
+    struct sock_seen *s = sock_state.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+    if (!s) {
+        kpod_count_failure(MAP_SK_STORAGE, -12);
+        return 1;
+    }
+    u64 cgroup_id = bpf_skb_cgroup_id(skb);
+    u64 acked = tp->bytes_acked, received = tp->bytes_received;
+    u32 retrans = tp->total_retrans;
+    if (s->seen && s->cgroup_id == cgroup_id) {
+        u64 d_sent = acked - s->bytes_acked;
+        u64 d_recv = received - s->bytes_received;
+        u64 d_retr = (u32)(retrans - s->total_retrans);
+        if (d_sent | d_recv | d_retr) {
+            struct tcp_counts *c = counts_of(cgroup_id);
+            if (c) {
+                if (d_sent)
+                    __sync_fetch_and_add(&c->bytes_sent, d_sent);
+                if (d_recv)
+                    __sync_fetch_and_add(&c->bytes_received, d_recv);
+                if (d_retr)
+                    __sync_fetch_and_add(&c->retransmits, d_retr);
+            }
+        }
+    }
+    // First packet of a socket that existed before the agent started (or that moved cgroup): baseline only.
+    s->cgroup_id = cgroup_id;
+    s->bytes_acked = acked;
+    s->bytes_received = received;
+    s->total_retrans = retrans;
+    s->seen = 1;
+    return 1;
+}
+
+int kpod_tcp_ingress(struct __sk_buff *skb) {
+    return account(skb);
+}
+
+int kpod_tcp_egress(struct __sk_buff *skb) {
+    return account(skb);
+}
+
+int kpod_tcp_sockops(struct bpf_sock_ops *skops) {
+    int op = skops->op;
+    if (op != KPOD_OP_ACTIVE_ESTABLISHED_CB && op != KPOD_OP_PASSIVE_ESTABLISHED_CB && op != KPOD_OP_RTT_CB)
+        return 1;
+    struct bpf_sock *sk = skops->sk;
+    if (!sk)
+        return 1;
+    struct sock_seen *s = sock_state.sk_storage_get(sk, 0, 0);
+    if (op != KPOD_OP_RTT_CB) {
+        bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | KPOD_RTT_CB_FLAG);
+        if (s && s->cgroup_id) {
+            struct tcp_counts *c = counts_of(s->cgroup_id);
+            if (c)
+                __sync_fetch_and_add(&c->connections, 1);
+        }
+        return 1;
+    }
+    if (!s || !s->cgroup_id)
+        return 1;
+    // args[0]: the measured RTT in us (args[1] is the smoothed one); a sample < 0 means none.
+    long mrtt_us = (long)skops->args[0];
+    if (mrtt_us < 0)
+        return 1;
+    u64 cgroup_id = s->cgroup_id;
+    u64 rtt_ns = (u64)mrtt_us * 1000;
+    struct kpod_hist *h = tcp_rtt.lookup(&cgroup_id);
+    if (!h) {
+        struct kpod_hist zero = {};
+        kpod_count_failure(MAP_TCP_RTT, tcp_rtt.insert(&cgroup_id, &zero));
+        h = tcp_rtt.lookup(&cgroup_id);
+        if (!h)
+            return 1;
+    }
+    __sync_fetch_and_add(&h->slots[kpod_slot(rtt_ns)], 1);
+    __sync_fetch_and_add(&h->sum, rtt_ns);
+    __sync_fetch_and_add(&h->count, 1);
+    return 1;
+}
+
+TRACEPOINT_PROBE(cgroup, cgroup_rmdir) {
+    if (args->root != KPOD_V2_HIERARCHY)
+        return 0;
+    u64 id = args->id;
+    tcp_counts.delete(&id);
+    tcp_rtt.delete(&id);
+    return 0;
+}
