@@ -1,0 +1,1 @@
+"""Collectors: one source of metrics each (BPF programs, cgroup file families)."""

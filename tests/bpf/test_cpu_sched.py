@@ -1,0 +1,106 @@
+"""CPU scheduling metrics per cgroup against /proc's own per-thread counters."""
+
+from __future__ import annotations
+
+import os
+
+from kpod_otel.collectors.cpu_sched import CONTEXT_SWITCHES, RUNQ_LATENCY, CpuSchedCollector
+from tests.bpf.conftest import (
+    CgroupFactory,
+    Workload,
+    ctx_switches_of,
+    histogram,
+    target_for,
+    value,
+)
+
+# Three threads sleeping n times each, then parked (alive, so /proc keeps their counters).
+SLEEPER = """
+import threading, time
+barrier, park = threading.Barrier(4), threading.Event()
+def work(n):
+    for _ in range(n):
+        time.sleep(0.0005)
+    barrier.wait()
+    park.wait()
+for _ in range(3):
+    threading.Thread(target=work, args=(int(sys.argv[1]),), daemon=True).start()
+barrier.wait()
+"""
+
+
+def test_context_switches_match_proc(cpu_collector: CpuSchedCollector, cgroups: CgroupFactory) -> None:
+    a, b = cgroups.make("cs-a"), cgroups.make("cs-b")
+    ta, tb = target_for("a", a), target_for("b", b)
+    wa, wb = Workload(SLEEPER, "200"), Workload(SLEEPER, "20")
+    try:
+        a.add(wa.pid)
+        b.add(wb.pid)
+        base_a, base_b = ctx_switches_of(wa.pid), ctx_switches_of(wb.pid)
+        wa.run()
+        wb.run()
+        truth_a = ctx_switches_of(wa.pid) - base_a
+        truth_b = ctx_switches_of(wb.pid) - base_b
+        snap = cpu_collector.collect([ta, tb])
+    finally:
+        wa.stop()
+        wb.stop()
+    got_a = value(snap, ta, CONTEXT_SWITCHES)
+    got_b = value(snap, tb, CONTEXT_SWITCHES)
+    assert truth_a > 600
+    assert got_a == truth_a, (got_a, truth_a)
+    assert got_b == truth_b, (got_b, truth_b)
+    vol = value(snap, ta, CONTEXT_SWITCHES, **{"kpod.switch.type": "voluntary"})
+    assert vol >= 600  # the sleeps
+
+
+SPINNER = """
+import time
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    pass
+"""
+
+
+def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedCollector,
+                                                     cgroups: CgroupFactory) -> None:
+    cpu = max(os.sched_getaffinity(0))
+    a, b = cgroups.make("rq-a"), cgroups.make("rq-b")
+    ta, tb = target_for("a", a), target_for("b", b)
+    spinners = [Workload(SPINNER, "0.3"), Workload(SPINNER, "0.3")]
+    sleeper = Workload(SLEEPER, "50")
+    rounds = []
+    try:
+        for w in spinners:
+            os.sched_setaffinity(w.pid, {cpu})
+            a.add(w.pid)
+        b.add(sleeper.pid)
+        base = sum(ctx_switches_of(w.pid) for w in spinners)
+        base_b = ctx_switches_of(sleeper.pid)
+        for _ in range(2):
+            for w in spinners:  # both spin at the same time on the same CPU
+                w.start()
+            sleeper.run()
+            for w in spinners:
+                w.wait()
+            switches = sum(ctx_switches_of(w.pid) for w in spinners) - base
+            switches_b = ctx_switches_of(sleeper.pid) - base_b
+            snap = cpu_collector.collect([ta, tb])
+            rounds.append((switches, switches_b, histogram(snap, ta, RUNQ_LATENCY), histogram(snap, tb, RUNQ_LATENCY)))
+    finally:
+        for w in [*spinners, sleeper]:
+            w.stop()
+    for switches, switches_b, h, hb in rounds:
+        assert h is not None and hb is not None
+        assert switches > 20
+        # one wait per switch-in, committed at the switch-out that /proc counted
+        assert 0.95 * switches <= h.count <= switches, (h.count, switches)
+        assert sum(h.bucket_counts) == h.count
+        # the spinners wait for each other's time slices: millisecond waits
+        ms_waits = sum(c for bound, c in zip(h.bounds, h.bucket_counts, strict=False) if bound >= 0.5e-3)
+        assert ms_waits + h.bucket_counts[-1] >= 0.5 * h.count
+        assert h.sum / h.count >= 0.5e-3
+        assert hb.count <= switches_b  # B got none of A's waits
+    (s1, _, h1, _), (s2, _, h2, _) = rounds
+    assert h1 is not None and h2 is not None
+    assert h2.count - h1.count >= 0.95 * (s2 - s1) > 0  # the count grows with the switches
