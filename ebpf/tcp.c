@@ -27,8 +27,8 @@
 #define KPOD_F_NO_PREALLOC 1              // BPF_F_NO_PREALLOC
 
 struct tcp_counts {
-    u64 bytes_sent;      // payload acknowledged by the peer (bytes_acked: no retransmitted copies)
-    u64 bytes_received;  // payload received in order
+    u64 bytes_sent;      // acknowledged by the peer (bytes_acked: no retransmitted copies), + 1 for a FIN
+    u64 bytes_received;  // received in order (bytes_received), + 1 for a FIN
     u64 retransmits;     // segments retransmitted
     u64 connections;     // connections that reached ESTABLISHED (active or passive)
 };
@@ -123,16 +123,23 @@ int kpod_tcp_sockops(struct bpf_sock_ops *skops) {
     struct bpf_sock *sk = skops->sk;
     if (!sk)
         return 1;
-    struct sock_seen *s = sock_state.sk_storage_get(sk, 0, 0);
     if (op != KPOD_OP_RTT_CB) {
         bpf_sock_ops_cb_flags_set(skops, skops->bpf_sock_ops_cb_flags | KPOD_RTT_CB_FLAG);
-        if (s && s->cgroup_id) {
+        struct sock_seen *s = sock_state.sk_storage_get(sk, 0, BPF_SK_STORAGE_GET_F_CREATE);
+        if (!s)
+            return 1;
+        // The handshake moved bytes_acked by 1 (our SYN, acked): payload counting starts here.
+        // total_retrans keeps its older baseline: SYN/SYN-ACK retransmits are real retransmits.
+        s->bytes_acked = skops->bytes_acked;
+        s->bytes_received = skops->bytes_received;
+        if (s->cgroup_id) {
             struct tcp_counts *c = counts_of(s->cgroup_id);
             if (c)
                 __sync_fetch_and_add(&c->connections, 1);
         }
         return 1;
     }
+    struct sock_seen *s = sock_state.sk_storage_get(sk, 0, 0);
     if (!s || !s->cgroup_id)
         return 1;
     // args[0]: the measured RTT in us (args[1] is the smoothed one); a sample < 0 means none.

@@ -113,7 +113,7 @@ class Workload:
     """A Python child that waits on stdin before and after each round of work, so it can be moved into
     cgroups while blocked and measured while blocked (its counters in /proc are then stable)."""
 
-    def __init__(self, code: str, *args: str) -> None:
+    def __init__(self, code: str, *args: str, netns: str = "") -> None:
         body = "\n".join("    " + line for line in code.strip().splitlines())
         prog = (
             "import sys, os\n"
@@ -121,7 +121,8 @@ class Workload:
             f"{body}\n"
             "    sys.stdout.write('done\\n'); sys.stdout.flush()\n"
         )
-        self.proc = subprocess.Popen([sys.executable, "-c", prog, *args], stdin=subprocess.PIPE,
+        prefix = ["ip", "netns", "exec", netns] if netns else []  # ip execs the command: same pid
+        self.proc = subprocess.Popen([*prefix, sys.executable, "-c", prog, *args], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True)
         self.pid = self.proc.pid
         wait_blocked(self.pid)
@@ -131,15 +132,15 @@ class Workload:
         self.proc.stdin.write("go\n")
         self.proc.stdin.flush()
 
-    def wait(self) -> None:
+    def wait(self, timeout: float = 60) -> None:
         assert self.proc.stdout
         line = self.proc.stdout.readline()
         assert line == "done\n", f"workload failed: {line!r}"
         wait_blocked(self.pid)
 
-    def run(self) -> None:
+    def run(self, timeout: float = 60) -> None:
         self.start()
-        self.wait()
+        self.wait(timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
