@@ -10,7 +10,7 @@ why and is logged once by `kpod_otel.bpf.build_bpf_collectors`.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
+import importlib
 import logging
 import os
 import sys
@@ -79,6 +79,16 @@ def _has_bpf_capability(status_text: str) -> bool:
     return False
 
 
+def _bcc_importable() -> bool:
+    try:
+        importlib.import_module("bcc")
+    except ImportError:  # also when libbcc.so itself is missing (bcc raises ImportError/OSError)
+        return False
+    except OSError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class BpfEnvironment:
     """What every program needs from the node, resolved once at start-up."""
@@ -108,7 +118,7 @@ class BpfEnvironment:
         reason = ""
         if not config.bpf.enabled:
             reason = "disabled by configuration (bpf.enabled: false)"
-        elif importlib.util.find_spec("bcc") is None:
+        elif not _bcc_importable():
             reason = "bcc is not installed (Debian package python3-bpfcc)"
         elif not _has_bpf_capability(Path("/proc/self/status").read_text()):
             reason = "BPF is not permitted (needs CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,7 +35,7 @@ def bpf_config(**bpf: object) -> Config:
     return Config(
         profile=Profile.COMPREHENSIVE,
         cgroup=CgroupConfig(root="/sys/fs/cgroup"),
-        bpf=BpfConfig(program_dir=str(REPO / "ebpf"), **bpf),  # type: ignore[arg-type]
+        bpf=BpfConfig(**{"program_dir": str(REPO / "ebpf"), **bpf}),  # type: ignore[arg-type]
     )
 
 
@@ -59,10 +60,8 @@ class Cgroup:
 
     def remove(self) -> None:
         for pid in self.pids():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         for _ in range(100):
             try:
                 self.path.rmdir()
@@ -92,7 +91,7 @@ class CgroupFactory:
 @pytest.fixture
 def cgroups() -> Iterator[CgroupFactory]:
     require_bcc()
-    require(V2_ROOT.joinpath("cgroup.controllers").exists(), "needs the cgroup v2 hierarchy at " + str(V2_ROOT))
+    require(V2_ROOT.joinpath("cgroup.controllers").exists(), f"needs the cgroup v2 hierarchy at {V2_ROOT}")
     factory = CgroupFactory()
     try:
         yield factory

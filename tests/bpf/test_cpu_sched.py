@@ -86,7 +86,8 @@ def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedColl
             switches = sum(ctx_switches_of(w.pid) for w in spinners) - base
             switches_b = ctx_switches_of(sleeper.pid) - base_b
             snap = cpu_collector.collect([ta, tb])
-            rounds.append((switches, switches_b, histogram(snap, ta, RUNQ_LATENCY), histogram(snap, tb, RUNQ_LATENCY)))
+            hists = histogram(snap, ta, RUNQ_LATENCY), histogram(snap, tb, RUNQ_LATENCY)
+            rounds.append((switches, switches_b, *hists))
     finally:
         for w in [*spinners, sleeper]:
             w.stop()

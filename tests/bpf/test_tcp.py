@@ -139,8 +139,8 @@ def lossy_pair() -> Iterator[tuple[str, str]]:
             sh("ip", "-n", ns, "link", "set", ifname, "up")
             sh("ip", "-n", ns, "link", "set", "lo", "up")
             if shutil.which("ethtool"):  # small segments: every drop hits one segment
-                subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", ifname, "gso", "off", "tso", "off",
-                                "gro", "off"], capture_output=True)
+                subprocess.run(["ip", "netns", "exec", ns, "ethtool", "-K", ifname, "gso", "off",
+                                "tso", "off", "gro", "off"], capture_output=True)
         sh("ip", "netns", "exec", sns, "nft", "add table inet kpt_bpf")
         sh("ip", "netns", "exec", sns, "nft",
            "add chain inet kpt_bpf in { type filter hook input priority 0 ; }")
