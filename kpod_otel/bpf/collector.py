@@ -71,17 +71,17 @@ class BpfCollector(Collector):
     def sweep(self, keys: dict[str, set[int]]) -> int:
         """Delete entries of cgroups that no longer exist; returns how many were deleted.
 
-        cgroup ids only grow, so an id below the largest live id that is not live is gone for good; an
-        id above it belongs to a cgroup created after the walk and is kept.
+        `keys` were read from the maps before this walk of the v2 tree, so each of them belonged to a
+        cgroup that existed before the walk; cgroup ids are never reused, so one missing from the walk is
+        gone for good (a cgroup created meanwhile has no key in `keys`).
         """
         root = self._env.cgroup2_root
         if root is None:
             return 0
         live = live_cgroup_ids(root)
-        newest = max(live, default=0)
         deleted = 0
         for name, ids in keys.items():
-            stale = [i for i in ids if i not in live and i < newest]
+            stale = ids - live
             if stale:
                 deleted += delete_keys(self._program.table(name), stale)
         if deleted:
