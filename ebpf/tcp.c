@@ -8,8 +8,9 @@
 //    own counters (bpf_tcp_sock: bytes_acked, bytes_received, total_retrans; stable UAPI) are turned into
 //    per-cgroup deltas against the last values seen, kept per socket in sk_storage. A value that moved
 //    after the last packet is picked up by the socket's next packet (the ACK of the data, the FIN...).
-//  - a sock_ops program gets the ESTABLISHED callbacks and, per socket, every RTT measurement. It charges
-//    them to the cgroup recorded in the socket's storage by the cgroup_skb programs. The storage is cloned
+//  - a sock_ops program gets the ESTABLISHED callbacks and, per socket, every RTT measurement (one sample
+//    per RTT_CB: the measured RTT on kernel >= 6.12, the smoothed RTT before). It charges them to the
+//    cgroup recorded in the socket's storage by the cgroup_skb programs. The storage is cloned
 //    (BPF_F_CLONE) from a listener to the sockets it accepts, which live in the listener's cgroup.
 // The cgroup_skb programs never drop anything: they always return 1.
 #include "kpod.h"
@@ -142,12 +143,15 @@ int kpod_tcp_sockops(struct bpf_sock_ops *skops) {
     struct sock_seen *s = sock_state.sk_storage_get(sk, 0, 0);
     if (!s || !s->cgroup_id)
         return 1;
-    // args[0]: the measured RTT in us (args[1] is the smoothed one); a sample < 0 means none.
-    long mrtt_us = (long)skops->args[0];
-    if (mrtt_us < 0)
+    // Kernel >= 6.12 passes the measured RTT (us) in args[0] and the smoothed RTT (us << 3, never 0
+    // after a measurement) in args[1]. Older kernels pass no arguments: fall back to the smoothed RTT.
+    long rtt_us = (long)skops->args[0];
+    if (skops->args[1] == 0)
+        rtt_us = skops->srtt_us >> 3;
+    if (rtt_us < 0)
         return 1;
     u64 cgroup_id = s->cgroup_id;
-    u64 rtt_ns = (u64)mrtt_us * 1000;
+    u64 rtt_ns = (u64)rtt_us * 1000;
     struct kpod_hist *h = tcp_rtt.lookup(&cgroup_id);
     if (!h) {
         struct kpod_hist zero = {};

@@ -165,13 +165,14 @@ def wait_blocked(pid: int) -> None:
     raise AssertionError(f"process {pid} did not block")
 
 
-def ctx_switches_of(pid: int) -> int:
-    """voluntary + nonvoluntary context switches of all threads of pid, from /proc."""
+def ctx_switches_of(pid: int, kinds: tuple[str, ...] = ("voluntary", "nonvoluntary")) -> int:
+    """Context switches of all threads of pid, from /proc/<pid>/task/<tid>/status."""
     total = 0
     for tid in os.listdir(f"/proc/{pid}/task"):
         for line in Path(f"/proc/{pid}/task/{tid}/status").read_text().splitlines():
-            if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                total += int(line.split()[1])
+            name, _, val = line.partition(":")
+            if name.removesuffix("_ctxt_switches") in kinds and name.endswith("_ctxt_switches"):
+                total += int(val)
     return total
 
 

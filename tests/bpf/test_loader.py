@@ -149,3 +149,54 @@ def test_cgroup_skb_kill_switch(enabled: bool) -> None:
         assert not tcp.available and "cgroup-skb" in tcp.unavailable_reason
     finally:
         tcp.close()
+
+
+def test_map_full_failures_are_counted_in_the_kernel(cgroups: CgroupFactory) -> None:
+    """With room for one cgroup, every other cgroup's first insert fails: the kernel counts it and the
+    self-metrics report it next to entries and capacity."""
+    require_bcc()
+    stats = AgentStats()
+    config = bpf_config(max_cgroups=1)
+    sysc = SyscallCollector(config, stats)
+    try:
+        assert sysc.available, sysc.unavailable_reason
+        a, b = cgroups.make("full-a"), cgroups.make("full-b")
+        wa, wb = Workload("os.getpid()"), Workload("os.getpid()")
+        try:
+            a.add(wa.pid)
+            b.add(wb.pid)
+            wa.run()
+            wb.run()
+        finally:
+            wa.stop()
+            wb.stop()
+        sysc.collect([target_for("a", a), target_for("b", b)])
+        attrs = {"kpod.bpf.program": "syscall", "kpod.bpf.map": "syscalls"}
+        assert stats.get("kpod.agent.bpf.map.capacity", **attrs) == 1
+        assert stats.get("kpod.agent.bpf.map.entries", **attrs) == 1
+        assert stats.get("kpod.agent.bpf.map.update.failures", **attrs) >= 1
+    finally:
+        sysc.close()
+
+
+def test_run_time_stats_when_configured(cgroups: CgroupFactory) -> None:
+    """bpf.enable-stats turns on the kernel's run-time accounting while the program is loaded (off by
+    default: it is node-wide); run time and count then come from /proc/self/fdinfo."""
+    require_bcc()
+    stats = AgentStats()
+    sysc = SyscallCollector(bpf_config(enable_stats=True), stats)
+    try:
+        assert sysc.available, sysc.unavailable_reason
+        cg = cgroups.make("stats")
+        w = Workload("os.getpid()")
+        try:
+            cg.add(w.pid)
+            w.run()
+        finally:
+            w.stop()
+        sysc.collect([target_for("x", cg)])
+        attrs = {"kpod.bpf.program": "syscall"}
+        assert stats.get("kpod.agent.bpf.program.run.count", **attrs) > 0
+        assert stats.get("kpod.agent.bpf.program.run.time", **attrs) > 0
+    finally:
+        sysc.close()

@@ -17,6 +17,7 @@ import socket
 import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -55,7 +56,8 @@ srv.close()
 """
 
 CLIENT = """
-import socket, time
+import socket, struct, time
+min_rtts = []
 for _ in range(int(sys.argv[3])):
     for attempt in range(500):
         try:
@@ -70,7 +72,11 @@ for _ in range(int(sys.argv[3])):
     c.shutdown(socket.SHUT_WR)
     while c.recv(65536):
         pass
+    info = c.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 232)
+    min_rtts.append(struct.unpack_from("I", info, 148)[0])  # tcpi_min_rtt, us
     c.close()
+if len(sys.argv) > 6:
+    open(sys.argv[6], "w").write(str(min(min_rtts)))
 """
 
 
@@ -80,11 +86,13 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_loopback_bytes_connections_rtt(tcp_collector: TcpCollector, cgroups: CgroupFactory) -> None:
+def test_loopback_bytes_connections_rtt(tcp_collector: TcpCollector, cgroups: CgroupFactory,
+                                        tmp_path: Path) -> None:
     a, b = cgroups.make("tcp-a"), cgroups.make("tcp-b")
     ta, tb = target_for("a", a), target_for("b", b)
     args = ("127.0.0.1", str(free_port()), str(CONNS), str(PAYLOAD), str(REPLY))
-    server, client = Workload(SERVER, *args), Workload(CLIENT, *args)
+    min_rtt_file = tmp_path / "min_rtt"
+    server, client = Workload(SERVER, *args), Workload(CLIENT, *args, str(min_rtt_file))
     try:
         b.add(server.pid)
         a.add(client.pid)
@@ -106,6 +114,12 @@ def test_loopback_bytes_connections_rtt(tcp_collector: TcpCollector, cgroups: Cg
         h = histogram(snap, t, RTT)
         assert h is not None and h.count > 0 and sum(h.bucket_counts) == h.count
         assert 0 < h.sum / h.count < 0.2  # loopback: well below 200 ms
+    # The kernel's own minimum of the client's RTT samples (tcp_info, us): no sample of ours is below it.
+    h = histogram(snap, ta, RTT)
+    assert h is not None
+    lowest = next(i for i, c in enumerate(h.bucket_counts) if c)
+    min_rtt_s = int(min_rtt_file.read_text()) / 1e6
+    assert lowest == len(h.bounds) or min_rtt_s <= h.bounds[lowest]
 
 
 # --- retransmits on a lossy veth pair between two test namespaces ------------------------------------
