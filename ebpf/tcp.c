@@ -38,8 +38,8 @@ struct sock_seen {
     u64 cgroup_id;       // owner of the socket, from bpf_skb_cgroup_id()
     u64 bytes_acked;     // last values already charged
     u64 bytes_received;
-    u32 total_retrans;
-    u32 seen;            // 0 until the first packet set a baseline
+    u64 total_retrans;   // u64: bcc's target has 64-bit compare-and-swap only
+    u64 seen;            // 0 until the first packet set a baseline
 };
 
 // sk_storage with BPF_F_CLONE (bcc's BPF_SK_STORAGE has no way to pass it).
@@ -82,30 +82,41 @@ static __always_inline int account(struct __sk_buff *skb) {
         return 1;
     }
     u64 cgroup_id = bpf_skb_cgroup_id(skb);
-    u64 acked = tp->bytes_acked, received = tp->bytes_received;
-    u32 retrans = tp->total_retrans;
-    if (s->seen && s->cgroup_id == cgroup_id) {
-        u64 d_sent = acked - s->bytes_acked;
-        u64 d_recv = received - s->bytes_received;
-        u64 d_retr = (u32)(retrans - s->total_retrans);
-        if (d_sent | d_recv | d_retr) {
-            struct tcp_counts *c = counts_of(cgroup_id);
-            if (c) {
-                if (d_sent)
-                    __sync_fetch_and_add(&c->bytes_sent, d_sent);
-                if (d_recv)
-                    __sync_fetch_and_add(&c->bytes_received, d_recv);
-                if (d_retr)
-                    __sync_fetch_and_add(&c->retransmits, d_retr);
-            }
+    if (!s->seen || s->cgroup_id != cgroup_id) {
+        // First packet of a socket that existed before the agent started: baseline only, no history.
+        s->bytes_acked = tp->bytes_acked;
+        s->bytes_received = tp->bytes_received;
+        s->total_retrans = tp->total_retrans;
+        s->cgroup_id = cgroup_id;
+        s->seen = 1;
+        return 1;
+    }
+    // Ingress (softirq, before the socket lock) and egress (process context) of one socket can run at
+    // the same time on two CPUs: each delta is claimed with a compare-and-swap on the last-seen value,
+    // so it is charged once. A loser leaves its part to the socket's next packet.
+    u64 d_sent = 0, d_recv = 0, d_retr = 0;
+    u64 old = s->bytes_acked, now = tp->bytes_acked;
+    if (now > old && __sync_val_compare_and_swap(&s->bytes_acked, old, now) == old)
+        d_sent = now - old;
+    old = s->bytes_received;
+    now = tp->bytes_received;
+    if (now > old && __sync_val_compare_and_swap(&s->bytes_received, old, now) == old)
+        d_recv = now - old;
+    old = s->total_retrans;
+    now = tp->total_retrans;  // a u32 in the kernel; it does not wrap within a socket's life in practice
+    if (now > old && __sync_val_compare_and_swap(&s->total_retrans, old, now) == old)
+        d_retr = now - old;
+    if (d_sent | d_recv | d_retr) {
+        struct tcp_counts *c = counts_of(cgroup_id);
+        if (c) {
+            if (d_sent)
+                __sync_fetch_and_add(&c->bytes_sent, d_sent);
+            if (d_recv)
+                __sync_fetch_and_add(&c->bytes_received, d_recv);
+            if (d_retr)
+                __sync_fetch_and_add(&c->retransmits, d_retr);
         }
     }
-    // First packet of a socket that existed before the agent started (or that moved cgroup): baseline only.
-    s->cgroup_id = cgroup_id;
-    s->bytes_acked = acked;
-    s->bytes_received = received;
-    s->total_retrans = retrans;
-    s->seen = 1;
     return 1;
 }
 
