@@ -176,6 +176,17 @@ def ctx_switches_of(pid: int, kinds: tuple[str, ...] = ("voluntary", "nonvolunta
     return total
 
 
+def schedstat_of(pid: int) -> tuple[int, int]:
+    """(run_delay ns, switch-ins) of all threads of pid: the scheduler's own run-queue wait accounting
+    (/proc/<pid>/task/<tid>/schedstat: on-CPU time, run-queue wait, timeslices run)."""
+    delay = arrivals = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        fields = Path(f"/proc/{pid}/task/{tid}/schedstat").read_text().split()
+        delay += int(fields[1])
+        arrivals += int(fields[2])
+    return delay, arrivals
+
+
 def value(snap: CollectorSnapshot, target: Target, metric: str, **attrs: object) -> int | float:
     """Sum of the points of one metric of one target whose attributes include `attrs`."""
     obs = snap.points.get(target.key, {}).get(metric, [])

@@ -10,6 +10,7 @@ from tests.bpf.conftest import (
     Workload,
     ctx_switches_of,
     histogram,
+    schedstat_of,
     target_for,
     value,
 )
@@ -69,44 +70,57 @@ while time.monotonic() < end:
 
 def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedCollector,
                                                      cgroups: CgroupFactory) -> None:
+    """Truth: the scheduler's own accounting in /proc/<pid>/task/<tid>/schedstat (run_delay and the
+    number of times each thread was switched in)."""
     cpu = max(os.sched_getaffinity(0))
     a, b = cgroups.make("rq-a"), cgroups.make("rq-b")
     ta, tb = target_for("a", a), target_for("b", b)
     spinners = [Workload(SPINNER, "0.3"), Workload(SPINNER, "0.3")]
     sleeper = Workload(SLEEPER, "50")
     rounds = []
+
+    def truth() -> tuple[int, int]:
+        stats = [schedstat_of(w.pid) for w in spinners]
+        return sum(s[0] for s in stats), sum(s[1] for s in stats)
+
     try:
         for w in spinners:
             os.sched_setaffinity(w.pid, {cpu})
             a.add(w.pid)
         b.add(sleeper.pid)
-        base = sum(ctx_switches_of(w.pid) for w in spinners)
-        base_b = ctx_switches_of(sleeper.pid)
+        base_delay, base_arrivals = truth()
+        base_b = schedstat_of(sleeper.pid)
         for _ in range(2):
             for w in spinners:  # both spin at the same time on the same CPU
                 w.start()
             sleeper.run()
             for w in spinners:
                 w.wait()
-            switches = sum(ctx_switches_of(w.pid) for w in spinners) - base
-            switches_b = ctx_switches_of(sleeper.pid) - base_b
+            delay, arrivals = truth()
+            _, arrivals_b = schedstat_of(sleeper.pid)
             snap = cpu_collector.collect([ta, tb])
-            hists = histogram(snap, ta, RUNQ_LATENCY), histogram(snap, tb, RUNQ_LATENCY)
-            rounds.append((switches, switches_b, *hists))
+            rounds.append((delay - base_delay, arrivals - base_arrivals, arrivals_b - base_b[1],
+                           histogram(snap, ta, RUNQ_LATENCY), histogram(snap, tb, RUNQ_LATENCY)))
     finally:
         for w in [*spinners, sleeper]:
             w.stop()
-    for switches, switches_b, h, hb in rounds:
+    for delay, arrivals, arrivals_b, h, hb in rounds:
         assert h is not None and hb is not None
-        assert switches > 20
-        # one wait per switch-in, committed at the switch-out that /proc counted
-        assert 0.95 * switches <= h.count <= switches, (h.count, switches)
+        print(f"waits: ours {h.count} / schedstat {arrivals}, total ours {h.sum:.6f}s / {delay / 1e9:.6f}s;"
+              f" B: ours {hb.count} / schedstat {arrivals_b}")
+        assert arrivals > 20
+        # One wait per switch-in, committed at the thread's next switch-out. The kernel skips a tracing
+        # program that would nest in another one on the same CPU (e.g. an interrupt waking a task while
+        # some tracing program runs), so a rare event can be missed: allow 2 (or 1%) per round.
+        assert arrivals - max(2, arrivals // 100) <= h.count <= arrivals, (h.count, arrivals)
         assert sum(h.bucket_counts) == h.count
-        # the spinners wait for each other's time slices: millisecond waits
-        ms_waits = sum(c for bound, c in zip(h.bounds, h.bucket_counts, strict=False) if bound >= 0.5e-3)
-        assert ms_waits + h.bucket_counts[-1] >= 0.5 * h.count
-        assert h.sum / h.count >= 0.5e-3
-        assert hb.count <= switches_b  # B got none of A's waits
-    (s1, _, h1, _), (s2, _, h2, _) = rounds
+        # The same total wait, up to the few microseconds between the wakeup tracepoint and the enqueue
+        # clock per wait, and what a missed wait held.
+        assert abs(h.sum - delay / 1e9) <= 0.1 * delay / 1e9 + 10e-6 * h.count
+        # spinners wait for each other's time slices: millisecond waits
+        assert sum(c for bound, c in zip(h.bounds, h.bucket_counts, strict=False) if bound >= 1e-3) >= 5
+        # B got its own waits and none of A's (which would add hundreds)
+        assert arrivals_b - max(2, arrivals_b // 100) <= hb.count <= arrivals_b
+    (_, n1, _, h1, _), (_, n2, _, h2, _) = rounds
     assert h1 is not None and h2 is not None
-    assert h2.count - h1.count >= 0.95 * (s2 - s1) > 0  # the count grows with the switches
+    assert h2.count - h1.count >= 0.95 * (n2 - n1) > 0  # the count grows with the switches
