@@ -28,20 +28,25 @@ BPF_HASH(runq_latency, u64, struct kpod_hist, KPOD_MAX_CGROUPS);
 BPF_TABLE("lru_hash", u32, u64, enqueued_at, KPOD_MAX_TASKS);  // tid -> ns it became runnable
 BPF_PERCPU_ARRAY(pending, struct pending_wait, 1);
 
-static __always_inline void mark_runnable(u32 pid) {
+// Timestamps are written in place when the task already has an entry (a map update would allocate a
+// new element each time); 0 means "not waiting". Entries of exited tasks age out of the LRU map.
+static __always_inline void mark_runnable(u32 pid, u64 now) {
     if (pid == 0)
         return;
-    u64 now = bpf_ktime_get_ns();
-    enqueued_at.update(&pid, &now);
+    u64 *ts = enqueued_at.lookup(&pid);
+    if (ts)
+        *ts = now;
+    else
+        enqueued_at.update(&pid, &now);
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup) {
-    mark_runnable(args->pid);
+    mark_runnable(args->pid, bpf_ktime_get_ns());
     return 0;
 }
 
 TRACEPOINT_PROBE(sched, sched_wakeup_new) {
-    mark_runnable(args->pid);
+    mark_runnable(args->pid, bpf_ktime_get_ns());
     return 0;
 }
 
@@ -86,16 +91,16 @@ TRACEPOINT_PROBE(sched, sched_switch) {
                 c->voluntary++;
         }
         if (runnable)  // preempted: waits again from now
-            enqueued_at.update(&prev, &now);
+            mark_runnable(prev, now);
     }
     p->valid = 0;
     if (next != 0) {
         u64 *since = enqueued_at.lookup(&next);
-        if (since) {
+        if (since && *since) {
             p->wait_ns = now > *since ? now - *since : 0;
             p->pid = next;
             p->valid = 1;
-            enqueued_at.delete(&next);
+            *since = 0;
         }
     }
     return 0;
