@@ -20,10 +20,16 @@ BPF_PERCPU_HASH(syscalls, u64, struct syscall_counts, KPOD_MAX_CGROUPS);
 BPF_TABLE("lru_hash", u32, u64, entered_at, KPOD_MAX_TASKS);  // tid -> ns of sys_enter
 BPF_HASH(syscall_latency, u64, struct kpod_hist, KPOD_MAX_CGROUPS);
 
+// The timestamp is written in place once the thread has an entry (an update per syscall would
+// allocate a map element each time); 0 means "not in a syscall". Exited threads age out of the LRU map.
 TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
     u32 tid = bpf_get_current_pid_tgid();
     u64 now = bpf_ktime_get_ns();
-    entered_at.update(&tid, &now);
+    u64 *ts = entered_at.lookup(&tid);
+    if (ts)
+        *ts = now;
+    else
+        entered_at.update(&tid, &now);
     return 0;
 }
 #endif
@@ -44,10 +50,10 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
 #ifdef KPOD_SYSCALL_LATENCY
     u32 tid = bpf_get_current_pid_tgid();
     u64 *since = entered_at.lookup(&tid);
-    if (!since)
+    if (!since || !*since)
         return 0;
     u64 ns = bpf_ktime_get_ns() - *since;
-    entered_at.delete(&tid);
+    *since = 0;
     struct kpod_hist *h = syscall_latency.lookup(&cgroup_id);
     if (!h) {
         struct kpod_hist zero_hist = {};
