@@ -26,6 +26,7 @@ sys.path.insert(0, str(REPO))
 from kpod_otel.bpf import syscalls  # noqa: E402
 from kpod_otel.bpf.cgroupv2 import find_cgroup2_root  # noqa: E402
 from kpod_otel.bpf.collector import BpfCollector  # noqa: E402
+from kpod_otel.bpf.fdinfo import parse_prog_fdinfo  # noqa: E402
 from kpod_otel.collectors.cpu_sched import CpuSchedCollector  # noqa: E402
 from kpod_otel.collectors.syscall import SyscallCollector  # noqa: E402
 from kpod_otel.collectors.tcp import TcpCollector  # noqa: E402
@@ -138,6 +139,24 @@ def with_ours(cls: type[BpfCollector], config: Config, fn: Callable[[], float]) 
         c.close()
 
 
+def kernel_run_times(cls: type[BpfCollector], config: Config, fn: Callable[[], float]) -> str:
+    """ns per run of each of our BPF functions as the kernel measures it (bpf_stats on while loaded)."""
+    stats_config = Config(profile=config.profile, cgroup=config.cgroup,
+                          bpf=BpfConfig(program_dir=config.bpf.program_dir, enable_stats=True))
+    c = cls(stats_config, AgentStats())
+    try:
+        fn()
+        parts = []
+        for name, func in c._program.bpf.funcs.items():
+            parsed = parse_prog_fdinfo(Path(f"/proc/self/fdinfo/{func.fd}").read_text())
+            if parsed and parsed.run_cnt:
+                short = name.decode().removeprefix("tracepoint__").replace("__", ":")
+                parts.append(f"{short} {parsed.run_time_ns / parsed.run_cnt:.0f} ns x {parsed.run_cnt}")
+        return "; ".join(parts)
+    finally:
+        c.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rounds", type=int, default=5)
@@ -161,6 +180,13 @@ def main() -> None:
             ("cgroup_skb (per TCP segment)", "tcp", 500_000, None,
              lambda fn: with_ours(TcpCollector, standard, fn)),
         ]
+        owners = {
+            "sched_switch (+wakeups)": (CpuSchedCollector, standard),
+            "sys_exit (count+errors)": (SyscallCollector, standard),
+            "sys_enter+sys_exit (+latency)": (SyscallCollector, comprehensive),
+            "cgroup_skb (per TCP segment)": (TcpCollector, standard),
+        }
+        kernel: list[tuple[str, object]] = []
         print(f"{'hook':34} {'none ns':>9} {'empty ns':>9} {'ours ns':>9} {'+empty':>8} {'+ours':>8} "
               f"{'ours/empty':>10}")
         for label, mode, n, tps, ours in cases:
@@ -179,6 +205,15 @@ def main() -> None:
             ratio = added_ours / added_empty if added_empty > 0 else float("nan")
             print(f"{label:34} {none:9.1f} {empty:9.1f} {mine:9.1f} {added_empty:8.1f} {added_ours:8.1f} "
                   f"{ratio:10.2f}", flush=True)
+            kernel.append((label, ours))
+        print("\nin-kernel run time of our programs (bpf_stats, one more run each):")
+        for (label, mode, n, _, _), (_, _) in zip(cases, kernel, strict=True):
+            cls, config = owners[label]
+
+            def once_more(mode: str = mode, n: int = n) -> float:
+                return measure(binary, mode, n, 1)
+
+            print(f"  {label:32} {kernel_run_times(cls, config, once_more)}", flush=True)
 
 if __name__ == "__main__":
     main()
