@@ -3,8 +3,8 @@
 // Attribution: many TCP events run in softirq or timer context (receive, ACK processing, retransmit
 // timers, passive ESTABLISHED), where bpf_get_current_cgroup_id() names whichever task was interrupted.
 // So nothing here uses the current task:
-//  - cgroup_skb ingress/egress programs (attached to the cgroup v2 root with BPF_F_ALLOW_MULTI) see every
-//    packet of every full socket; bpf_skb_cgroup_id(skb) is the cgroup that owns the socket. The socket's
+//  - cgroup_skb ingress/egress programs (attached to the cgroup v2 root through BPF links, which coexist
+//    with other programs like BPF_F_ALLOW_MULTI) see every packet of every full socket; bpf_skb_cgroup_id(skb) is the cgroup that owns the socket. The socket's
 //    own counters (bpf_tcp_sock: bytes_acked, bytes_received, total_retrans; stable UAPI) are turned into
 //    per-cgroup deltas against the last values seen, kept per socket in sk_storage. A value that moved
 //    after the last packet is picked up by the socket's next packet (the ACK of the data, the FIN...).

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from kpod_otel.bpf import build_bpf_collectors
 from kpod_otel.bpf.attribution import group_counters, group_histograms, owners_by_cgroup
 from kpod_otel.bpf.cgroupv2 import find_cgroup2_root
 from kpod_otel.bpf.fdinfo import ProgRunStats, parse_prog_fdinfo
 from kpod_otel.bpf.histogram import BOUNDS_SECONDS, SLOTS, RawHistogram, to_point
+from kpod_otel.bpf.program import BpfEnvironment
 from kpod_otel.bpf.tracefs import TracepointNeed, check_tracepoint, parse_format_fields
 from kpod_otel.collectors.cpu_sched import CpuSchedCollector
+from kpod_otel.config import CgroupConfig, Config
 from kpod_otel.model import ContainerTarget, Target
+from kpod_otel.selfmetrics import AgentStats
 from tests.bpf.conftest import CgroupFactory, Workload, target_for
+from tests.conftest import require_bcc
 
 SCHED_SWITCH_FORMAT = """name: sched_switch
 ID: 318
@@ -112,3 +117,13 @@ def test_removed_cgroups_leave_the_maps(cpu_collector: CpuSchedCollector, cgroup
     assert cpu_collector.sweep({"runq_latency": {gone_id, live.id}}) == 1
     keys = {int(k.value) for k in lat}
     assert gone_id not in keys and live.id in keys
+
+
+def test_pure_v1_node_means_no_ebpf(tmp_path: Path) -> None:
+    """No cgroup2 hierarchy under the configured root: eBPF is off with a clear reason."""
+    require_bcc()
+    (tmp_path / "memory").mkdir()  # a v1-looking tree: controllers, no cgroup.controllers anywhere
+    config = Config(cgroup=CgroupConfig(root=str(tmp_path)))
+    env = BpfEnvironment.from_config(config)
+    assert env.unavailable.startswith(f"no cgroup v2 hierarchy under {tmp_path}")
+    assert build_bpf_collectors(config, AgentStats()) == []
