@@ -211,7 +211,7 @@ class BpfProgram:
             return f"compile/load failed: {exc}"
         try:
             for pe in self.spec.perf_events:
-                self.bpf.attach_perf_event(ev_type=pe.ev_type, ev_config=pe.ev_config, fn_name=pe.fn,
+                self.bpf.attach_perf_event(ev_type=pe.ev_type, ev_config=pe.ev_config, fn_name=pe.fn.encode(),
                                            sample_period=pe.sample_period)
             for ca in self.spec.cgroup_attach:
                 self._attach_cgroup(ca)
@@ -225,7 +225,7 @@ class BpfProgram:
         from bcc import BPF
 
         prog_type = {"cgroup_skb": BPF.CGROUP_SKB, "sock_ops": BPF.SOCK_OPS}[ca.prog_type]
-        fn = self.bpf.load_func(ca.fn, prog_type)
+        fn = self.bpf.load_func(ca.fn.encode(), prog_type)
         assert self.env.cgroup2_root is not None
         if self._cgroup_fd < 0:
             self._cgroup_fd = os.open(self.env.cgroup2_root, os.O_RDONLY | os.O_DIRECTORY)
