@@ -68,6 +68,7 @@ class BpfConfig:
     cgroup_skb: bool = True  # kill switch for the cgroup_skb programs on the root cgroup
     max_cgroups: int = 4096  # per-cgroup map capacity (110 pods x ~4 cgroups, with churn headroom)
     syscall_latency: bool = False  # latency histogram per syscall (expensive); forced on by comprehensive
+    enable_stats: bool = False  # turn on the kernel's BPF run-time stats (node-wide) while the agent runs
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +142,7 @@ _SCHEMA: dict[str, tuple[str, Any]] = {
     "bpf.cgroup-skb": ("bool", None),
     "bpf.max-cgroups": ("posint", None),
     "bpf.syscall-latency": ("bool", None),
+    "bpf.enable-stats": ("bool", None),
     "cgroup.root": ("str", None),
     "cgroup.proc-root": ("str", None),
     "cgroup.sys-root": ("str", None),

@@ -1,1 +1,1 @@
-"""Collectors: each reads one family of kernel sources once per cycle into a CollectorSnapshot."""
+"""Collectors: cgroup/procfs files (disk, interface network, filesystem, memory) and eBPF (CPU, TCP, memory, syscalls)."""

@@ -1,0 +1,92 @@
+"""Common part of the eBPF collectors: one program each, read once per cycle, attributed by cgroup id."""
+
+from __future__ import annotations
+
+import logging
+from abc import abstractmethod
+from collections.abc import Sequence
+
+from kpod_otel.bpf.attribution import Owner, owners_by_cgroup
+from kpod_otel.bpf.cgroupv2 import live_cgroup_ids
+from kpod_otel.bpf.maps import delete_keys
+from kpod_otel.bpf.program import BpfEnvironment, BpfProgram, ProgramSpec
+from kpod_otel.collector import Collector, CollectorSnapshot
+from kpod_otel.config import Config
+from kpod_otel.model import Target
+from kpod_otel.selfmetrics import AgentStats
+
+log = logging.getLogger(__name__)
+
+SWEEP_EVERY_CYCLES = 40  # ~10 min at 15 s: removed cgroups the rmdir tracepoint missed (agent restarts)
+SWEEP_FILL_RATIO = 0.8  # sweep at once when a per-cgroup map is this full
+
+
+class BpfCollector(Collector):
+    """Loads its program at construction; `available` tells whether it runs (else `unavailable_reason`)."""
+
+    def __init__(self, config: Config, stats: AgentStats, env: BpfEnvironment | None = None) -> None:
+        self._stats = stats
+        self._env = env if env is not None else BpfEnvironment.from_config(config)
+        self._program = BpfProgram(self.program_spec(self._env), self._env, stats)
+        self._program.load()
+        self._cycles = 0
+
+    @abstractmethod
+    def program_spec(self, env: BpfEnvironment) -> ProgramSpec:
+        """The program this collector runs, as configured."""
+
+    @abstractmethod
+    def _read(self, owners: dict[int, Owner], snap: CollectorSnapshot) -> dict[str, set[int]]:
+        """Read every map once into `snap`; return the cgroup ids found per per-cgroup map."""
+
+    @property
+    def available(self) -> bool:
+        return self._program.loaded
+
+    @property
+    def unavailable_reason(self) -> str:
+        return self._program.reason
+
+    def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
+        snap = CollectorSnapshot()
+        if not self._program.loaded:
+            return snap
+        try:
+            keys = self._read(owners_by_cgroup(targets), snap)
+        except Exception as exc:  # a map read failing must not take the agent down
+            log.warning("%s: reading BPF maps failed: %s", self.name, exc)
+            self._stats.error(self.name, "read")
+            return CollectorSnapshot()
+        self._program.report({name: len(ids) for name, ids in keys.items()})
+        self._cycles += 1
+        self._maybe_sweep(keys)
+        return snap
+
+    def _maybe_sweep(self, keys: dict[str, set[int]]) -> None:
+        fullest = max((len(ids) for ids in keys.values()), default=0)
+        if self._cycles % SWEEP_EVERY_CYCLES and fullest < SWEEP_FILL_RATIO * self._env.max_cgroups:
+            return
+        self.sweep(keys)
+
+    def sweep(self, keys: dict[str, set[int]]) -> int:
+        """Delete entries of cgroups that no longer exist; returns how many were deleted.
+
+        `keys` were read from the maps before this walk of the v2 tree, so each of them belonged to a
+        cgroup that existed before the walk; cgroup ids are never reused, so one missing from the walk is
+        gone for good (a cgroup created meanwhile has no key in `keys`).
+        """
+        root = self._env.cgroup2_root
+        if root is None:
+            return 0
+        live = live_cgroup_ids(root)
+        deleted = 0
+        for name, ids in keys.items():
+            stale = ids - live
+            if stale:
+                deleted += delete_keys(self._program.table(name), stale)
+        if deleted:
+            log.info("%s: removed %d BPF map entries of deleted cgroups", self.name, deleted)
+        return deleted
+
+    def close(self) -> None:
+        self._program.close()

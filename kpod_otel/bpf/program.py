@@ -1,0 +1,309 @@
+"""Compile, load and attach one program of `ebpf/`, report its state, and detach it on close.
+
+One `BpfProgram` per area (cpu_sched, tcp, mem, syscall). A program that cannot be used (a tracepoint or
+field missing in this kernel, a compile or verifier error, an attach failure) is logged once with the
+reason and reported as `kpod.agent.bpf.program.loaded = 0`; the other programs are unaffected. When eBPF
+cannot run at all (bcc missing, no permission, no cgroup v2 hierarchy), `BpfEnvironment.unavailable` says
+why and is logged once by `kpod_otel.bpf.build_bpf_collectors`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kpod_otel.bpf import syscalls
+from kpod_otel.bpf.cgroupv2 import find_cgroup2_root
+from kpod_otel.bpf.fdinfo import parse_prog_fdinfo
+from kpod_otel.bpf.tracefs import TracepointNeed, check_tracepoint, find_tracefs
+from kpod_otel.config import Config
+from kpod_otel.selfmetrics import AgentStats
+
+log = logging.getLogger(__name__)
+
+HEADER = "kpod.h"
+_INCLUDE = f'#include "{HEADER}"'
+_BPF_F_ALLOW_MULTI = 2
+# CapEff bits: CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF
+_CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
+
+PROGRAM_ATTR = "kpod.bpf.program"
+MAP_ATTR = "kpod.bpf.map"
+
+
+@dataclass(frozen=True, slots=True)
+class PerfEventAttach:
+    fn: str
+    ev_type: int  # perf_type_id (PERF_TYPE_SOFTWARE = 1)
+    ev_config: int  # e.g. PERF_COUNT_SW_PAGE_FAULTS_MAJ = 6
+    sample_period: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class CgroupAttach:
+    fn: str
+    prog_type: str  # "cgroup_skb" | "sock_ops"
+    attach_type: int  # syscalls.CGROUP_INET_INGRESS ...
+
+
+@dataclass(frozen=True, slots=True)
+class ProgramSpec:
+    name: str  # also the source file name without ".c"
+    tracepoints: tuple[TracepointNeed, ...]  # attached by bcc (TRACEPOINT_PROBE), checked first
+    perf_events: tuple[PerfEventAttach, ...] = ()
+    cgroup_attach: tuple[CgroupAttach, ...] = ()
+    failure_maps: tuple[str, ...] = ()  # map names by their index in the program's `failures` array
+    cgroup_maps: tuple[str, ...] = ()  # per-cgroup maps: entries vs capacity, swept of removed cgroups
+    defines: tuple[str, ...] = ()
+    disabled: str = ""  # why configuration keeps this program off; "" when it may run
+
+
+def _default_program_dirs(configured: str) -> tuple[Path, ...]:
+    repo = Path(__file__).resolve().parents[2] / "ebpf"  # a source checkout / editable install
+    installed = Path(sys.prefix) / "share" / "kpod-otel" / "ebpf"  # wheel shared-data
+    return (Path(configured), repo, installed)
+
+
+def _has_bpf_capability(status_text: str) -> bool:
+    for line in status_text.splitlines():
+        if line.startswith("CapEff:"):
+            caps = int(line.split()[1], 16)
+            admin = bool(caps >> _CAP_SYS_ADMIN & 1)
+            return admin or bool(caps >> _CAP_BPF & 1 and caps >> _CAP_PERFMON & 1)
+    return False
+
+
+def _bcc_importable() -> bool:
+    try:
+        importlib.import_module("bcc")
+    except ImportError:  # also when libbcc.so itself is missing (bcc raises ImportError/OSError)
+        return False
+    except OSError:
+        return False
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class BpfEnvironment:
+    """What every program needs from the node, resolved once at start-up."""
+
+    program_dirs: tuple[Path, ...]
+    cgroup2_root: Path | None
+    tracefs: Path | None
+    max_cgroups: int = 4096
+    cgroup_skb: bool = True
+    syscall_latency: bool = False
+    enable_stats: bool = False
+    unavailable: str = ""  # why eBPF cannot run at all; "" when it can
+
+    @classmethod
+    def from_config(cls, config: Config) -> BpfEnvironment:
+        cgroup2_root = find_cgroup2_root(config.cgroup.root)
+        tracefs = find_tracefs()
+        env = cls(
+            program_dirs=_default_program_dirs(config.bpf.program_dir),
+            cgroup2_root=cgroup2_root,
+            tracefs=tracefs,
+            max_cgroups=config.bpf.max_cgroups,
+            cgroup_skb=config.bpf.cgroup_skb,
+            syscall_latency=config.syscall_latency,
+            enable_stats=config.bpf.enable_stats,
+        )
+        reason = ""
+        if not config.bpf.enabled:
+            reason = "disabled by configuration (bpf.enabled: false)"
+        elif not _bcc_importable():
+            reason = "bcc is not installed (Debian package python3-bpfcc)"
+        elif not _has_bpf_capability(Path("/proc/self/status").read_text()):
+            reason = "BPF is not permitted (needs CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON)"
+        elif cgroup2_root is None:
+            reason = (f"no cgroup v2 hierarchy under {config.cgroup.root} (pure cgroup v1 node): "
+                      "per-container eBPF attribution is unsupported")
+        elif tracefs is None:
+            reason = "tracefs is not mounted (/sys/kernel/tracing)"
+        if reason:
+            env = cls(env.program_dirs, cgroup2_root, tracefs, unavailable=reason)
+        return env
+
+    def source_of(self, name: str) -> Path | None:
+        for directory in self.program_dirs:
+            if (directory / f"{name}.c").is_file() and (directory / HEADER).is_file():
+                return directory / f"{name}.c"
+        return None
+
+
+@dataclass(slots=True)
+class _LegacyAttach:  # BPF_PROG_ATTACH fallback where links are unsupported (kernel < 5.7)
+    fn: Any
+    cgroup_fd: int
+    attach_type: int
+
+
+@dataclass(slots=True)
+class BpfProgram:
+    """One loaded program and everything attached for it."""
+
+    spec: ProgramSpec
+    env: BpfEnvironment
+    stats: AgentStats
+    reason: str = ""  # why the program is not running; "" when it is
+    bpf: Any = None
+    _links: list[int] = field(default_factory=list)
+    _legacy: list[_LegacyAttach] = field(default_factory=list)
+    _cgroup_fd: int = -1
+
+    @property
+    def loaded(self) -> bool:
+        return self.bpf is not None and not self.reason
+
+    @property
+    def _attrs(self) -> dict[str, str]:
+        return {PROGRAM_ATTR: self.spec.name}
+
+    def load(self) -> bool:
+        """Compile, load and attach; on failure log the reason once and leave nothing attached."""
+        self.reason = self.env.unavailable or self.spec.disabled or self._check() or self._load_and_attach()
+        if self.reason:
+            if self.spec.disabled and not self.env.unavailable:
+                log.info("eBPF program %s: %s", self.spec.name, self.reason)
+            elif not self.env.unavailable:  # a node-wide reason is logged once by the caller
+                log.warning("eBPF program %s not loaded: %s (its metrics are unavailable; the other "
+                            "programs keep running)", self.spec.name, self.reason)
+                self.stats.error("bpf", "load")
+            self._release()
+        self.stats.set("kpod.agent.bpf.program.loaded", 1 if self.loaded else 0, **self._attrs)
+        return self.loaded
+
+    def _check(self) -> str:
+        if self.env.tracefs is None:
+            return "tracefs is not mounted"
+        for need in self.spec.tracepoints:
+            reason = check_tracepoint(self.env.tracefs, need)
+            if reason:
+                return reason
+        if self.spec.cgroup_attach and self.env.cgroup2_root is None:
+            return "no cgroup v2 hierarchy to attach cgroup programs to"
+        return ""
+
+    def _load_and_attach(self) -> str:
+        source = self.env.source_of(self.spec.name)
+        if source is None:
+            dirs = ", ".join(str(d) for d in self.env.program_dirs)
+            return f"{self.spec.name}.c (with {HEADER}) not found in {dirs}"
+        try:
+            header = (source.parent / HEADER).read_text()
+            text = source.read_text().replace(_INCLUDE, header)
+        except OSError as exc:
+            return f"cannot read {source}: {exc.strerror}"
+        cflags = [f"-DKPOD_MAX_CGROUPS={self.env.max_cgroups}", *(f"-D{d}" for d in self.spec.defines)]
+        try:
+            from bcc import BPF
+
+            # Compiles, loads and attaches every TRACEPOINT_PROBE of the program.
+            self.bpf = BPF(text=text.encode(), cflags=cflags)
+        except Exception as exc:  # bcc raises bare Exception for compile, verifier and attach errors
+            return f"compile/load failed: {exc}"
+        try:
+            for pe in self.spec.perf_events:
+                self.bpf.attach_perf_event(ev_type=pe.ev_type, ev_config=pe.ev_config, fn_name=pe.fn.encode(),
+                                           sample_period=pe.sample_period)
+            for ca in self.spec.cgroup_attach:
+                self._attach_cgroup(ca)
+        except Exception as exc:
+            return f"attach failed: {exc}"
+        if self.env.enable_stats:
+            self._enable_stats()
+        return ""
+
+    def _attach_cgroup(self, ca: CgroupAttach) -> None:
+        from bcc import BPF
+
+        prog_type = {"cgroup_skb": BPF.CGROUP_SKB, "sock_ops": BPF.SOCK_OPS}[ca.prog_type]
+        fn = self.bpf.load_func(ca.fn.encode(), prog_type)
+        assert self.env.cgroup2_root is not None
+        if self._cgroup_fd < 0:
+            self._cgroup_fd = os.open(self.env.cgroup2_root, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            self._links.append(syscalls.link_create(fn.fd, self._cgroup_fd, ca.attach_type))
+        except OSError as exc:
+            log.info("BPF link for %s unsupported (%s); attaching with BPF_F_ALLOW_MULTI", ca.fn, exc)
+            BPF.attach_func(fn, self._cgroup_fd, ca.attach_type, _BPF_F_ALLOW_MULTI)
+            self._legacy.append(_LegacyAttach(fn, self._cgroup_fd, ca.attach_type))
+
+    def _enable_stats(self) -> None:
+        try:
+            self._links.append(syscalls.enable_run_time_stats())  # closed with the links
+        except OSError as exc:
+            log.warning("could not enable BPF run-time statistics: %s", exc)
+
+    def table(self, name: str) -> Any:
+        return self.bpf[name.encode()]
+
+    def report(self, entries: dict[str, int]) -> None:
+        """Self-metrics of this cycle: map fill (entries counted by the caller's read), failed inserts
+        (counted in the kernel), and run time/count where the kernel shows them."""
+        if not self.loaded:
+            return
+        for name in self.spec.cgroup_maps:
+            attrs = {PROGRAM_ATTR: self.spec.name, MAP_ATTR: name}
+            self.stats.set("kpod.agent.bpf.map.capacity", self.env.max_cgroups, **attrs)
+            if name in entries:
+                self.stats.set("kpod.agent.bpf.map.entries", entries[name], **attrs)
+        try:
+            failures = self.bpf[b"failures"]
+            for index, name in enumerate(self.spec.failure_maps):
+                value = int(failures[failures.Key(index)].value)
+                self.stats.set("kpod.agent.bpf.map.update.failures", value,
+                               **{PROGRAM_ATTR: self.spec.name, MAP_ATTR: name})
+        except (KeyError, OSError) as exc:
+            log.debug("reading failures of %s: %s", self.spec.name, exc)
+        run_time, run_cnt, shown = 0, 0, False
+        for fn in list(self.bpf.funcs.values()):
+            try:
+                text = Path(f"/proc/self/fdinfo/{fn.fd}").read_text()
+            except OSError:
+                continue
+            parsed = parse_prog_fdinfo(text)
+            if parsed is not None:
+                shown = True
+                run_time += parsed.run_time_ns
+                run_cnt += parsed.run_cnt
+        if shown and (run_cnt or self.env.enable_stats):  # all zero while kernel.bpf_stats_enabled=0
+            self.stats.set("kpod.agent.bpf.program.run.time", run_time / 1e9, **self._attrs)
+            self.stats.set("kpod.agent.bpf.program.run.count", run_cnt, **self._attrs)
+
+    def _release(self) -> None:
+        for link_fd in self._links:
+            with contextlib.suppress(OSError):
+                os.close(link_fd)  # detaches the program
+        self._links.clear()
+        for la in self._legacy:
+            try:
+                from bcc import BPF
+
+                BPF.detach_func(la.fn, la.cgroup_fd, la.attach_type)
+            except Exception as exc:
+                log.warning("detaching %s failed: %s", self.spec.name, exc)
+        self._legacy.clear()
+        if self._cgroup_fd >= 0:
+            os.close(self._cgroup_fd)
+            self._cgroup_fd = -1
+        if self.bpf is not None:
+            try:
+                self.bpf.cleanup()  # detaches tracepoints and perf events, closes program fds
+            except Exception as exc:
+                log.warning("cleanup of %s failed: %s", self.spec.name, exc)
+            self.bpf = None
+
+    def close(self) -> None:
+        was_loaded = self.loaded
+        self._release()
+        if was_loaded or not self.reason:
+            self.reason = "closed"
+        self.stats.set("kpod.agent.bpf.program.loaded", 0, **self._attrs)

@@ -1,0 +1,65 @@
+"""TCP per container from `ebpf/tcp.c` (cgroup_skb + sock_ops on the cgroup v2 root, see that file)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from kpod_otel.bpf import syscalls
+from kpod_otel.bpf.attribution import Owner, group_counters, group_histograms
+from kpod_otel.bpf.collector import BpfCollector
+from kpod_otel.bpf.histogram import to_point
+from kpod_otel.bpf.maps import read_counters, read_histograms
+from kpod_otel.bpf.program import BpfEnvironment, CgroupAttach, ProgramSpec
+from kpod_otel.bpf.tracefs import CGROUP_RMDIR
+from kpod_otel.collector import CollectorSnapshot, InstrumentKind, InstrumentSpec
+
+BYTES_SENT = "kpod.net.tcp.bytes.sent"
+BYTES_RECEIVED = "kpod.net.tcp.bytes.received"
+RETRANSMITS = "kpod.net.tcp.retransmits"
+CONNECTIONS = "kpod.net.tcp.connections"
+RTT = "kpod.net.tcp.rtt"
+
+_C, _H = InstrumentKind.COUNTER, InstrumentKind.HISTOGRAM
+INSTRUMENTS = (
+    InstrumentSpec(BYTES_SENT, _C, "By", "TCP payload sent and acknowledged by the peer"),
+    InstrumentSpec(BYTES_RECEIVED, _C, "By", "TCP payload received"),
+    InstrumentSpec(RETRANSMITS, _C, "{segment}", "TCP segments retransmitted"),
+    InstrumentSpec(CONNECTIONS, _C, "{connection}", "TCP connections established (active and passive)"),
+    InstrumentSpec(RTT, _H, "s", "TCP round-trip time samples, one per RTT measurement of the stack"),
+)
+
+_FIELDS = ("bytes_sent", "bytes_received", "retransmits", "connections")
+_METRICS = (BYTES_SENT, BYTES_RECEIVED, RETRANSMITS, CONNECTIONS)
+
+
+class TcpCollector(BpfCollector):
+    name = "tcp"
+
+    def program_spec(self, env: BpfEnvironment) -> ProgramSpec:
+        attach = (
+            CgroupAttach("kpod_tcp_ingress", "cgroup_skb", syscalls.CGROUP_INET_INGRESS),
+            CgroupAttach("kpod_tcp_egress", "cgroup_skb", syscalls.CGROUP_INET_EGRESS),
+            CgroupAttach("kpod_tcp_sockops", "sock_ops", syscalls.CGROUP_SOCK_OPS),
+        )
+        return ProgramSpec(
+            name="tcp",
+            tracepoints=(CGROUP_RMDIR,),
+            cgroup_attach=attach,
+            failure_maps=("tcp_counts", "tcp_rtt", "sock_state"),
+            cgroup_maps=("tcp_counts", "tcp_rtt"),
+            # Without the cgroup_skb programs no socket has an owner: the whole program stays off.
+            disabled="" if env.cgroup_skb else "off: bpf.cgroup-skb is false (kill switch of cgroup_skb)",
+        )
+
+    def instruments(self) -> Sequence[InstrumentSpec]:
+        return INSTRUMENTS
+
+    def _read(self, owners: dict[int, Owner], snap: CollectorSnapshot) -> dict[str, set[int]]:
+        counts = read_counters(self._program.table("tcp_counts"), _FIELDS)
+        rtts = read_histograms(self._program.table("tcp_rtt"))
+        for owner, row in group_counters(counts, owners).items():
+            for metric, value in zip(_METRICS, row, strict=True):
+                snap.add(owner.target_key, metric, value, owner.attrs())
+        for owner, hist in group_histograms(rtts, owners).items():
+            snap.add_histogram(owner.target_key, to_point(RTT, owner.attrs(), hist))
+        return {"tcp_counts": set(counts), "tcp_rtt": set(rtts)}

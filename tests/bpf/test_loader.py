@@ -1,0 +1,202 @@
+"""The loader: exact histogram bounds in the real kernel, one failing program leaving the others running,
+no bcc -> cgroup-only, and clean detach."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kpod_otel.bpf.histogram import BOUNDS_SECONDS, NS_PER_S, SLOTS, bucket_counts, slot_of
+from kpod_otel.bpf.program import BpfEnvironment, PerfEventAttach, ProgramSpec
+from kpod_otel.collectors.mem_bpf import MemoryBpfCollector
+from kpod_otel.collectors.syscall import SYSCALL_COUNT, SyscallCollector
+from kpod_otel.collectors.tcp import TcpCollector
+from kpod_otel.selfmetrics import AgentStats
+from tests.bpf.conftest import REPO, CgroupFactory, Workload, bpf_config, target_for, value
+from tests.conftest import require_bcc
+
+SLOT_PROBE = """
+#include "kpod.h"
+BPF_ARRAY(slot_out, u64, 1);
+TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
+    if (args->id != 39 || (bpf_get_current_pid_tgid() >> 32) != TGID)  // getpid(value) from the test
+        return 0;
+    int zero = 0;
+    u64 slot = kpod_slot(args->args[0]);
+    slot_out.update(&zero, &slot);
+    return 0;
+}
+"""
+
+VALUES = sorted({0, 1, 2, 3, 4, 5, 7, 8, 9, 999, 1000, 1023, 1024, 1025, 10**6, 10**9, 15 * 10**9,
+                 *(2**k - 1 for k in range(1, 64)), *(2**k for k in range(0, 63)), 2**64 - 1})
+
+
+def test_kernel_slots_land_in_the_bucket_whose_bounds_contain_the_value() -> None:
+    require_bcc()
+    from bcc import BPF
+
+    text = SLOT_PROBE.replace('#include "kpod.h"', (REPO / "ebpf" / "kpod.h").read_text())
+    b = BPF(text=text.encode(), cflags=[f"-DTGID={os.getpid()}"])
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong]
+    try:
+        out = b[b"slot_out"]
+        for v in VALUES:
+            libc.syscall(39, v)
+            slot = int(out[out.Key(0)].value)
+            assert slot == slot_of(v), v  # the Python mirror agrees with the kernel
+            slots = [0] * SLOTS
+            slots[slot] = 1
+            bucket = bucket_counts(slots).index(1)
+            seconds = v / NS_PER_S
+            upper = BOUNDS_SECONDS[bucket] if bucket < len(BOUNDS_SECONDS) else float("inf")
+            lower = BOUNDS_SECONDS[bucket - 1] if bucket > 0 else float("-inf")
+            assert lower < seconds <= upper, (v, bucket, lower, upper)
+    finally:
+        b.cleanup()
+
+
+def test_failing_programs_leave_the_others_working(tmp_path: Path, cgroups: CgroupFactory) -> None:
+    # A program dir where tcp.c does not compile; the others are the real ones.
+    for f in (REPO / "ebpf").iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    (tmp_path / "tcp.c").write_text((REPO / "ebpf" / "tcp.c").read_text() + "\nthis is not C;\n")
+    config = bpf_config(program_dir=str(tmp_path))
+    env = BpfEnvironment.from_config(config)
+    assert env.source_of("tcp") == tmp_path / "tcp.c"
+    stats = AgentStats()
+
+    class BrokenAttachMemory(MemoryBpfCollector):  # compiles, then one attach fails (no such event)
+        def program_spec(self, env: BpfEnvironment) -> ProgramSpec:
+            spec = super().program_spec(env)
+            bad = PerfEventAttach("kpod_major_fault", 1, 99999, 1)
+            return ProgramSpec(spec.name, spec.tracepoints, (*spec.perf_events, bad), (), spec.failure_maps,
+                               spec.cgroup_maps)
+
+    tcp = TcpCollector(config, stats, env)
+    mem = BrokenAttachMemory(config, stats, env)
+    sysc = SyscallCollector(config, stats, env)
+    try:
+        assert not tcp.available and tcp.unavailable_reason.startswith("compile/load failed")
+        assert not mem.available and mem.unavailable_reason.startswith("attach failed")
+        assert sysc.available
+        assert stats.get("kpod.agent.bpf.program.loaded", **{"kpod.bpf.program": "tcp"}) == 0
+        assert stats.get("kpod.agent.bpf.program.loaded", **{"kpod.bpf.program": "mem"}) == 0
+        assert stats.get("kpod.agent.bpf.program.loaded", **{"kpod.bpf.program": "syscall"}) == 1
+        assert stats.get("kpod.agent.errors", **{"kpod.component": "bpf", "error.type": "load"}) == 2
+        cg = cgroups.make("fail")
+        t = target_for("x", cg)
+        w = Workload("os.getpid()")
+        try:
+            cg.add(w.pid)
+            w.run()
+            assert value(sysc.collect([t]), t, SYSCALL_COUNT) >= 2
+            assert tcp.collect([t]).points == {} and mem.collect([t]).points == {}
+        finally:
+            w.stop()
+        assert stats.get("kpod.agent.bpf.map.capacity",
+                         **{"kpod.bpf.program": "syscall", "kpod.bpf.map": "syscalls"}) == env.max_cgroups
+        assert stats.get("kpod.agent.bpf.map.entries",
+                         **{"kpod.bpf.program": "syscall", "kpod.bpf.map": "syscalls"}) >= 1
+    finally:
+        for c in (tcp, mem, sysc):
+            c.close()
+    assert stats.get("kpod.agent.bpf.program.loaded", **{"kpod.bpf.program": "syscall"}) == 0
+
+
+NO_BCC = """
+import logging, sys
+sys.modules["bcc"] = None  # `import bcc` now raises ImportError, as on a node without python3-bpfcc
+logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+from kpod_otel.bpf import build_bpf_collectors
+from kpod_otel.collectors.cpu_sched import CpuSchedCollector
+from kpod_otel.config import Config, Profile
+from kpod_otel.selfmetrics import AgentStats
+stats = AgentStats()
+config = Config(profile=Profile.COMPREHENSIVE)
+assert build_bpf_collectors(config, stats) == []
+c = CpuSchedCollector(config, stats)
+assert not c.available and "bcc is not installed" in c.unavailable_reason
+assert c.collect([]).points == {}
+c.close()
+print("errors", stats.get("kpod.agent.errors", **{"kpod.component": "bpf", "error.type": "unavailable"}))
+"""
+
+
+def test_without_bcc_the_agent_runs_cgroup_only() -> None:
+    res = subprocess.run([sys.executable, "-c", NO_BCC], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert res.returncode == 0, res.stderr
+    warnings = [ln for ln in res.stderr.splitlines() if ln.startswith("WARNING")]
+    assert len(warnings) == 1, res.stderr  # said once, clearly
+    assert "bcc is not installed" in warnings[0] and "cgroup collectors only" in warnings[0]
+    assert "errors 1" in res.stdout
+
+
+@pytest.mark.parametrize("enabled", [False])
+def test_cgroup_skb_kill_switch(enabled: bool) -> None:
+    require_bcc()
+    stats = AgentStats()
+    config = bpf_config(cgroup_skb=enabled)
+    tcp = TcpCollector(config, stats)
+    try:
+        assert not tcp.available and "cgroup-skb" in tcp.unavailable_reason
+    finally:
+        tcp.close()
+
+
+def test_map_full_failures_are_counted_in_the_kernel(cgroups: CgroupFactory) -> None:
+    """With room for one cgroup, every other cgroup's first insert fails: the kernel counts it and the
+    self-metrics report it next to entries and capacity."""
+    require_bcc()
+    stats = AgentStats()
+    config = bpf_config(max_cgroups=1)
+    sysc = SyscallCollector(config, stats)
+    try:
+        assert sysc.available, sysc.unavailable_reason
+        a, b = cgroups.make("full-a"), cgroups.make("full-b")
+        wa, wb = Workload("os.getpid()"), Workload("os.getpid()")
+        try:
+            a.add(wa.pid)
+            b.add(wb.pid)
+            wa.run()
+            wb.run()
+        finally:
+            wa.stop()
+            wb.stop()
+        sysc.collect([target_for("a", a), target_for("b", b)])
+        attrs = {"kpod.bpf.program": "syscall", "kpod.bpf.map": "syscalls"}
+        assert stats.get("kpod.agent.bpf.map.capacity", **attrs) == 1
+        assert stats.get("kpod.agent.bpf.map.entries", **attrs) == 1
+        assert stats.get("kpod.agent.bpf.map.update.failures", **attrs) >= 1
+    finally:
+        sysc.close()
+
+
+def test_run_time_stats_when_configured(cgroups: CgroupFactory) -> None:
+    """bpf.enable-stats turns on the kernel's run-time accounting while the program is loaded (off by
+    default: it is node-wide); run time and count then come from /proc/self/fdinfo."""
+    require_bcc()
+    stats = AgentStats()
+    sysc = SyscallCollector(bpf_config(enable_stats=True), stats)
+    try:
+        assert sysc.available, sysc.unavailable_reason
+        cg = cgroups.make("stats")
+        w = Workload("os.getpid()")
+        try:
+            cg.add(w.pid)
+            w.run()
+        finally:
+            w.stop()
+        sysc.collect([target_for("x", cg)])
+        attrs = {"kpod.bpf.program": "syscall"}
+        assert stats.get("kpod.agent.bpf.program.run.count", **attrs) > 0
+        assert stats.get("kpod.agent.bpf.program.run.time", **attrs) > 0
+    finally:
+        sysc.close()

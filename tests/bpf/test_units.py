@@ -1,0 +1,129 @@
+"""Pure parts of the eBPF layer (no kernel needed), and map cleanup of removed cgroups (kernel)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kpod_otel.bpf import build_bpf_collectors
+from kpod_otel.bpf.attribution import group_counters, group_histograms, owners_by_cgroup
+from kpod_otel.bpf.cgroupv2 import find_cgroup2_root
+from kpod_otel.bpf.fdinfo import ProgRunStats, parse_prog_fdinfo
+from kpod_otel.bpf.histogram import BOUNDS_SECONDS, SLOTS, RawHistogram, to_point
+from kpod_otel.bpf.program import BpfEnvironment
+from kpod_otel.bpf.tracefs import TracepointNeed, check_tracepoint, parse_format_fields
+from kpod_otel.collectors.cpu_sched import CpuSchedCollector
+from kpod_otel.config import CgroupConfig, Config
+from kpod_otel.model import ContainerTarget, Target
+from kpod_otel.selfmetrics import AgentStats
+from tests.bpf.conftest import CgroupFactory, Workload, target_for
+from tests.conftest import require_bcc
+
+SCHED_SWITCH_FORMAT = """name: sched_switch
+ID: 318
+format:
+\tfield:unsigned short common_type;\toffset:0;\tsize:2;\tsigned:0;
+\tfield:int common_pid;\toffset:4;\tsize:4;\tsigned:1;
+
+\tfield:char prev_comm[16];\toffset:8;\tsize:16;\tsigned:0;
+\tfield:pid_t prev_pid;\toffset:24;\tsize:4;\tsigned:1;
+\tfield:long prev_state;\toffset:32;\tsize:8;\tsigned:1;
+\tfield:pid_t next_pid;\toffset:56;\tsize:4;\tsigned:1;
+\tfield:__data_loc char[] path;\toffset:60;\tsize:4;\tsigned:0;
+
+print fmt: "prev_comm=%s prev_pid=%d", REC->prev_comm, REC->prev_pid
+"""
+
+
+def test_parse_format_fields() -> None:
+    fields = parse_format_fields(SCHED_SWITCH_FORMAT)
+    assert fields["prev_comm"] == "char prev_comm[16]"
+    assert fields["prev_state"] == "long prev_state"
+    assert fields["path"] == "__data_loc char[] path"
+    assert "common_pid" in fields and "print" not in fields
+
+
+def test_check_tracepoint(tmp_path: Path) -> None:
+    d = tmp_path / "events" / "sched" / "sched_switch"
+    d.mkdir(parents=True)
+    (d / "format").write_text(SCHED_SWITCH_FORMAT)
+    assert check_tracepoint(tmp_path, TracepointNeed("sched", "sched_switch", ("prev_pid", "next_pid"))) == ""
+    assert "lacks field(s) next_prio" in check_tracepoint(
+        tmp_path, TracepointNeed("sched", "sched_switch", ("next_prio",)))
+    assert "does not exist" in check_tracepoint(tmp_path, TracepointNeed("oom", "mark_victim"))
+
+
+def test_parse_prog_fdinfo() -> None:
+    text = "pos:\t0\nflags:\t02000002\nprog_type:\t5\nrun_time_ns:\t123456\nrun_cnt:\t42\n"
+    assert parse_prog_fdinfo(text) == ProgRunStats(123456, 42)
+    assert parse_prog_fdinfo("pos:\t0\nprog_type:\t5\n") is None
+    assert parse_prog_fdinfo("run_time_ns:\tx\nrun_cnt:\t1\n") is None
+
+
+def test_find_cgroup2_root(tmp_path: Path) -> None:
+    assert find_cgroup2_root(tmp_path) is None
+    (tmp_path / "unified").mkdir()
+    (tmp_path / "unified" / "cgroup.controllers").write_text("")
+    assert find_cgroup2_root(tmp_path) == tmp_path / "unified"  # hybrid
+    (tmp_path / "cgroup.controllers").write_text("cpu io memory\n")
+    assert find_cgroup2_root(tmp_path) == tmp_path  # pure v2
+
+
+def test_attribution_containers_sandbox_and_sums() -> None:
+    pod = Target(
+        key="uid-1", resource={}, cgroup_id=10, sandbox_cgroup_ids=(11,),
+        containers=(ContainerTarget("app", "c1", "p/c1", 12), ContainerTarget("side", "c2", "p/c2", None)),
+    )
+    owners = owners_by_cgroup([pod])
+    assert owners[12].attrs() == {"container.id": "c1", "k8s.container.name": "app"}
+    assert owners[10] == owners[11] and owners[10].attrs() == {}
+    grouped = group_counters({10: (1, 2), 11: (10, 20), 12: (5, 0), 99: (7, 7)}, owners)
+    assert grouped == {owners[10]: (11, 22), owners[12]: (5, 0)}  # sandbox cgroups summed; 99 unknown
+    h = RawHistogram(tuple([0, 1] + [0] * (SLOTS - 2)), 1, 1)
+    assert group_histograms({10: h, 11: h}, owners)[owners[10]] == RawHistogram(
+        tuple([0, 2] + [0] * (SLOTS - 2)), 2, 2)
+
+
+def test_histogram_point_shape() -> None:
+    slots = [0] * SLOTS
+    slots[1], slots[20], slots[SLOTS - 1] = 2, 3, 1
+    p = to_point("m", {"a": 1}, RawHistogram(tuple(slots), 5_000_000_000, 6))
+    assert len(p.bucket_counts) == len(p.bounds) + 1 == len(BOUNDS_SECONDS) + 1
+    assert p.bucket_counts[0] == 2 and p.bucket_counts[19] == 3 and p.bucket_counts[-1] == 1
+    assert p.bounds[0] == 1e-9 and p.bounds[19] == (2**20 - 1) / 1e9
+    assert p.sum == 5.0 and p.count == 6
+
+
+def test_removed_cgroups_leave_the_maps(cpu_collector: CpuSchedCollector, cgroups: CgroupFactory) -> None:
+    a = cgroups.make("gone")
+    t = target_for("a", a)
+    w = Workload("os.getpid()")
+    try:
+        a.add(w.pid)
+        w.run()
+        assert cpu_collector.collect([t]).points  # the cgroup has entries
+    finally:
+        w.stop()
+    gone_id = a.id
+    table = cpu_collector._program.table("ctx_switches")
+    assert any(int(k.value) == gone_id for k in table)
+    a.remove()  # cgroup:cgroup_rmdir drops its entries in the kernel
+    assert not any(int(k.value) == gone_id for k in table)
+    # An entry the tracepoint missed (e.g. written while the agent was down) goes at the next sweep;
+    # the entry of a live cgroup stays.
+    live = cgroups.make("live")
+    lat = cpu_collector._program.table("runq_latency")
+    lat[lat.Key(gone_id)] = lat.Leaf()
+    lat[lat.Key(live.id)] = lat.Leaf()
+    assert cpu_collector.sweep({"runq_latency": {gone_id, live.id}}) == 1
+    keys = {int(k.value) for k in lat}
+    assert gone_id not in keys and live.id in keys
+
+
+def test_pure_v1_node_means_no_ebpf(tmp_path: Path) -> None:
+    """No cgroup2 hierarchy under the configured root: eBPF is off with a clear reason."""
+    require_bcc()
+    (tmp_path / "memory").mkdir()  # a v1-looking tree: controllers, no cgroup.controllers anywhere
+    config = Config(cgroup=CgroupConfig(root=str(tmp_path)))
+    env = BpfEnvironment.from_config(config)
+    assert env.unavailable.startswith(f"no cgroup v2 hierarchy under {tmp_path}")
+    assert build_bpf_collectors(config, AgentStats()) == []
