@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from kpod_otel.agent import Agent, CycleSink
+from kpod_otel.bpf import build_bpf_collectors
 from kpod_otel.cgroup.fs import CgroupFS, CgroupLayoutError
 from kpod_otel.cgroup.wiring import cgroup_collectors, cgroup_fs, local_provider, pod_mapper
 from kpod_otel.collector import Collector
@@ -110,8 +111,11 @@ class Assembled:
 
 def build_collectors(config: Config, fs: CgroupFS, stats: AgentStats) -> list[Collector]:
     """The collectors the profile enables; the self-metrics collector always, and always last."""
-    collectors: list[Collector] = []
-    collectors += cgroup_collectors(config, fs, stats, ebpf_memory=False)
+    bpf = build_bpf_collectors(config, stats)
+    # The memory metrics come from eBPF when its program runs, from the cgroup files otherwise.
+    ebpf_memory = any(c.name == "memory_bpf" and c.available for c in bpf)
+    collectors: list[Collector] = list(bpf)
+    collectors += cgroup_collectors(config, fs, stats, ebpf_memory=ebpf_memory)
     collectors.append(SelfMetricsCollector(stats))
     return collectors
 

@@ -1,8 +1,8 @@
-"""The cgroup v2 hierarchy the programs attribute by (local check; the cgroup layer owns the full detector).
+"""The cgroup v2 hierarchy the programs attribute by.
 
 cgroup ids in BPF are v2 ids, equal to the inode numbers of the directories in cgroup2fs (kernel >= 5.5).
-The v2 root is `<cgroup root>` on a pure-v2 node and `<cgroup root>/unified` on a hybrid one; either way
-it is the directory holding `cgroup.controllers`, which only cgroup2fs has.
+The v2 root is `<cgroup root>` on a pure-v2 node and `<cgroup root>/unified` on a hybrid one; the cgroup
+layer's detector (`kpod_otel.cgroup.fs.detect_layout`) decides which.
 """
 
 from __future__ import annotations
@@ -11,20 +11,18 @@ import logging
 import os
 from pathlib import Path
 
+from kpod_otel.cgroup.fs import CgroupLayoutError, detect_layout
+
 log = logging.getLogger(__name__)
 
 
 def find_cgroup2_root(cgroup_root: str | Path) -> Path | None:
-    root = Path(cgroup_root)
-    for candidate in (root, root / "unified"):
-        if (candidate / "cgroup.controllers").is_file():
-            return candidate
-    return None
-
-
-def cgroup_id(path: str | Path) -> int:
-    """The cgroup v2 id of a cgroup2 directory (its inode number)."""
-    return os.stat(path).st_ino
+    """The cgroup2 hierarchy under the configured cgroup root, None on a pure-v1 node."""
+    try:
+        layout = detect_layout(str(cgroup_root))
+    except CgroupLayoutError:
+        return None
+    return Path(layout.v2_dir) if layout.v2_dir else None
 
 
 def live_cgroup_ids(cgroup2_root: Path) -> set[int]:

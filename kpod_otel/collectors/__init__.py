@@ -1,1 +1,2 @@
-"""Collectors: cgroup/procfs files (disk, interface network, filesystem, memory) and eBPF (CPU, TCP, memory, syscalls)."""
+"""Collectors: cgroup/procfs files (disk, interface network, filesystem, memory) and eBPF
+(CPU, TCP, memory, syscalls)."""

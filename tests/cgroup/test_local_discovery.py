@@ -8,6 +8,7 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -62,7 +63,9 @@ def private_hierarchy() -> Iterator[str]:
     """A real, empty cgroup v1 hierarchy (named, no controllers) that only this test uses."""
     require_root()
     mountpoint = tempfile.mkdtemp(prefix="kpt-cg-hier-")
-    name = f"kpt-cg-{secrets.token_hex(3)}"
+    # A fixed name: if a run ever leaves the hierarchy behind, the next mount reuses it instead of
+    # adding another one to the kernel.
+    name = "kpt-cg-private"
     subprocess.run(["mount", "-t", "cgroup", "-o", f"none,name={name}", name, mountpoint], check=True)
     try:
         yield mountpoint
@@ -72,6 +75,9 @@ def private_hierarchy() -> Iterator[str]:
                 for pid in Path(dirpath, "cgroup.procs").read_text().split():
                     Path(mountpoint, "cgroup.procs").write_text(pid)  # back to the root cgroup
                 os.rmdir(dirpath)
+        # rmdir completes asynchronously; a hierarchy unmounted while a child is still dying is never
+        # destroyed (kernel: cgroup_kill_sb). Give the children time to go.
+        time.sleep(0.5)
         subprocess.run(["umount", mountpoint], check=True)
         os.rmdir(mountpoint)
 
