@@ -8,8 +8,12 @@ ARGS ?=
 setup:
 	scripts/setup.sh
 
-## run the agent on this machine: a live per-workload table, no cluster and no collector needed
+DEMO ?= 1
+
+## run the agent on this machine: a live per-workload table, no cluster and no collector needed.
+## DEMO=1 (default) also starts a few demo workloads in their own cgroups (scripts/demo.sh), removed on exit.
 run: setup
+	@if [ "$(DEMO)" = 1 ]; then scripts/demo.sh start; trap 'scripts/demo.sh stop' EXIT INT TERM; fi; \
 	$(PY) -m kpod_otel run --config examples/local.yaml --console $(ARGS)
 
 snapshot: setup

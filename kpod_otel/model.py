@@ -55,6 +55,11 @@ class PodInfo:
 
 
     @property
+    def key(self) -> str:
+        """Identity across cycles: the pod uid, or the cgroup path of a local (non-Kubernetes) workload."""
+        return self.uid if self.uid else f"cgroup:{self.cgroup_path}"
+
+    @property
     def node_uid(self) -> str:
         """The uid under which the node (kubelet, cgroups, volumes) knows this pod."""
         return self.kubelet_uid or self.uid

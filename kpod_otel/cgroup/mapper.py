@@ -121,7 +121,7 @@ class PodCgroupMapper:
         targets: list[Target] = []
         seen: set[str] = set()
         for pod in pods:
-            key = self.target_key(pod)
+            key = pod.key
             seen.add(key)
             try:
                 targets.append(self._map_one(key, pod))
@@ -135,10 +135,6 @@ class PodCgroupMapper:
             del self._state[gone]
         self._not_found_logged &= seen
         return targets
-
-    @staticmethod
-    def target_key(pod: PodInfo) -> str:
-        return pod.uid if pod.uid else f"cgroup:{pod.cgroup_path}"
 
     def resource(self, pod: PodInfo) -> dict[str, AttrValue]:
         attrs: dict[str, AttrValue] = {}

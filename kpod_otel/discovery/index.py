@@ -73,24 +73,24 @@ class PodIndex:
 
     def cycle(self) -> list[PodInfo]:
         # Local non-Kubernetes workloads (cgroup_path set) have no namespace for the filters to judge.
-        seen = {p.uid: p for p in self._provider.pods() if p.cgroup_path or self._filters.allows(p.namespace)}
+        seen = {p.key: p for p in self._provider.pods() if p.cgroup_path or self._filters.allows(p.namespace)}
         out: dict[str, PodInfo] = {}
-        for uid, pod in seen.items():
+        for key, pod in seen.items():
             if pod.phase in FINISHED_PHASES:
-                if uid in self._retired:
+                if key in self._retired:
                     continue
-                self._retired.add(uid)  # this is its final cycle
+                self._retired.add(key)  # this is its final cycle
             else:
-                self._retired.discard(uid)
-            out[uid] = pod
-        for uid, pod in self._last.items():
-            if uid not in seen and uid not in self._retired:
-                out[uid] = pod  # deleted since the last cycle: one final cycle with its last state
+                self._retired.discard(key)
+            out[key] = pod
+        for key, pod in self._last.items():
+            if key not in seen and key not in self._retired:
+                out[key] = pod  # deleted since the last cycle: one final cycle with its last state
         self._retired &= seen.keys()
         self._last = seen
         self._current = out
         return list(out.values())
 
-    def get(self, uid: str) -> PodInfo | None:
-        """The pod as returned by the last cycle."""
-        return self._current.get(uid)
+    def get(self, key: str) -> PodInfo | None:
+        """The pod (by `PodInfo.key`: its uid, or "cgroup:<path>") as returned by the last cycle."""
+        return self._current.get(key)

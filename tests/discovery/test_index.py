@@ -113,3 +113,30 @@ def test_index_edge_cases() -> None:
     src.view = [pending]
     assert index.cycle() == [pending]
     assert index.cycle() == []
+
+
+def test_local_workloads_are_kept_apart_by_cgroup_path() -> None:
+    # Local (non-Kubernetes) workloads have no uid: each is identified by its cgroup path.
+    from kpod_otel.config import FilterConfig
+    from kpod_otel.discovery.base import PodProvider
+    from kpod_otel.discovery.index import PodIndex
+    from kpod_otel.model import PodInfo
+
+    workloads = [PodInfo(uid="", name=n, namespace="", cgroup_path=f"system.slice/{n}") for n in ("a.service",
+                                                                                                  "b.service")]
+
+    class Listing(PodProvider):
+        mode = "local"
+
+        def start(self) -> None: ...
+
+        def stop(self) -> None: ...
+
+        def pods(self) -> list[PodInfo]:
+            return list(workloads)
+
+    index = PodIndex(Listing(), FilterConfig(namespaces=("shop",)))
+    assert sorted(p.cgroup_path for p in index.cycle()) == ["system.slice/a.service", "system.slice/b.service"]
+    workloads.pop()
+    assert len(index.cycle()) == 2  # b's final cycle
+    assert [p.cgroup_path for p in index.cycle()] == ["system.slice/a.service"]
