@@ -115,7 +115,7 @@ class _Handler(BaseHTTPRequestHandler):
         if body:
             self.wfile.write(data)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         # Probes hit this every few seconds: keep them out of the agent's log unless debugging.
         log.debug("health %s %s", self.address_string(), format % args)
 
