@@ -73,6 +73,13 @@ def effective_config(objs: list[Obj]) -> tuple[Config, str]:
     return agent_config.parse_config(text, env_for_config(c, NODE_NAME, NODE_IP)), text
 
 
+def poll_interval_s(cfg: Config, env: dict[str, str]) -> float:
+    """The cycle length: kpod.poll-interval if set, else OTEL_METRIC_EXPORT_INTERVAL (ms), else 15 s."""
+    if cfg.poll_interval_ms is not None:
+        return cfg.poll_interval_ms / 1000
+    return int(env.get("OTEL_METRIC_EXPORT_INTERVAL", "15000")) / 1000
+
+
 # --- kustomize + schemas --------------------------------------------------------------------------
 
 
@@ -123,7 +130,8 @@ def test_configmap_loads_with_the_agents_loader(builds: dict[str, list[Obj]], bu
     cfg, _ = effective_config(builds[build])
     assert cfg.node_name == NODE_NAME
     assert cfg.discovery.node_ip == NODE_IP
-    assert cfg.poll_interval_ms == 15000
+    env = env_for_config(agent_container(builds[build]), NODE_NAME, NODE_IP)
+    assert poll_interval_s(cfg, env) == 15.0
     # The host-root layout the DaemonSet's mounts provide (and config.py's defaults expect).
     assert (cfg.cgroup.root, cfg.cgroup.proc_root, cfg.cgroup.sys_root, cfg.cgroup.kubelet_root) == (
         agent_config.CgroupConfig().root, agent_config.CgroupConfig().proc_root,
@@ -293,7 +301,8 @@ def test_probe_paths_answer_on_a_real_health_server(builds: dict[str, list[Obj]]
     cfg, _ = effective_config(builds["base"])
     c = agent_container(builds["base"])
     live, ready = c["livenessProbe"]["httpGet"]["path"], c["readinessProbe"]["httpGet"]["path"]
-    state = HealthState(cfg.poll_interval_ms / 1000)
+    env = env_for_config(c, NODE_NAME, NODE_IP)
+    state = HealthState(poll_interval_s(cfg, env))
     server = HealthServer(state, "127.0.0.1", 0)  # the configured port may be taken on a test machine
     server.start()
     try:
@@ -311,7 +320,7 @@ def test_grace_period_outlasts_a_cycle_and_the_final_export(builds: dict[str, li
     env = env_for_config(agent_container(builds["base"]), NODE_NAME, NODE_IP)
     export_timeout_s = int(env.get("OTEL_METRIC_EXPORT_TIMEOUT", "30000")) / 1000  # SDK default 30 s
     grace = one(builds["base"], "DaemonSet")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
-    assert grace > export_timeout_s + cfg.poll_interval_ms / 1000
+    assert grace > export_timeout_s + poll_interval_s(cfg, env)
 
 
 def quantity(q: str | int) -> float:
