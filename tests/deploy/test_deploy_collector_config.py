@@ -11,7 +11,8 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_manifests import COLLECTOR_CONFIG, OVERLAY
+
+from tests.deploy.deploy_manifests import COLLECTOR_CONFIG, OVERLAY
 
 # Go module basenames of every component in the otelcol-contrib distribution, as listed in
 # open-telemetry/opentelemetry-collector-releases, distributions/otelcol-contrib/manifest.yaml

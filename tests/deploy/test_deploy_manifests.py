@@ -18,7 +18,12 @@ import kubernetes_validate
 import opentelemetry.sdk.environment_variables as otel_env
 import pytest
 import yaml
-from deploy_manifests import (
+
+import kpod_otel
+from kpod_otel import config as agent_config
+from kpod_otel.config import Config, DiscoveryMode
+from kpod_otel.health import HealthServer, HealthState
+from tests.deploy.deploy_manifests import (
     BASE,
     COLLECTOR_CONFIG,
     KUBELET_COMPONENT,
@@ -33,11 +38,6 @@ from deploy_manifests import (
     kustomize,
     one,
 )
-
-import kpod_otel
-from kpod_otel import config as agent_config
-from kpod_otel.config import Config, DiscoveryMode
-from kpod_otel.health import HealthServer, HealthState
 
 # Oldest and newest Kubernetes minors still commonly run, plus one between (schemas ship offline
 # with kubernetes-validate).

@@ -1,0 +1,285 @@
+"""The image recipe, proven without Docker: deploy/image/install.sh runs in a debootstrapped bookworm root
+(deploy/image/chroot.sh), and the result runs the agent's CLI and the privileged operations the agent
+performs, with the DaemonSet's mounts and only the DaemonSet's capabilities.
+
+From scratch (no cache, as in CI) this measured ~26 s of debootstrap plus ~32 s of install.sh on this
+machine class; with the debootstrap root cached, ~32 s. See docs/deploy.md.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import kpod_otel
+from tests.conftest import require, require_root
+from tests.deploy.deploy_manifests import BASE, REPO, agent_container, env_for_config, kustomize, one
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+CHROOT_SH = REPO / "deploy" / "image" / "chroot.sh"
+CACHE = Path(os.environ.get("KPOD_IMAGE_CACHE", REPO / ".cache" / "image"))
+ROOT = CACHE / "root"
+NODE_NAME, NODE_IP = "node-a.example", "192.0.2.10"
+BUILD_TIMEOUT_S = 900
+
+
+def mounts_under(path: Path) -> list[str]:
+    """Mount points at or below `path`, from the kernel's mount table (not from our bookkeeping)."""
+    top = str(path.resolve())
+    out = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = line.split()[4].replace("\\040", " ")
+        if point == top or point.startswith(top + "/"):
+            out.append(point)
+    return out
+
+
+@pytest.fixture(scope="module")
+def image_root() -> Iterator[Path]:
+    require_root()
+    require(shutil.which("debootstrap") is not None, "needs debootstrap (scripts/setup.sh installs it)")
+    require(shutil.which("kubectl") is not None, "needs kubectl")
+    proc = subprocess.run([str(CHROOT_SH), "build"], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+    timings = [ln for ln in proc.stderr.splitlines() if "timing:" in ln]
+    print("\n".join(timings))
+    assert proc.returncode == 0, f"image build failed:\n{proc.stderr[-4000:]}"
+    assert (ROOT / ".built").exists()
+    assert mounts_under(ROOT) == [], "chroot.sh build left mounts behind"
+    yield ROOT
+    assert mounts_under(ROOT) == [], "chroot.sh run left mounts behind"
+
+
+def run_in_image(*cmd: str, caps: list[str] | None = None, headers: bool = True,
+                 timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    args = [str(CHROOT_SH), "run"]
+    if not headers:
+        args.append("--no-headers")
+    if caps is not None:
+        args += ["--caps", ",".join(caps)]
+    return subprocess.run([*args, "--", *cmd], capture_output=True, text=True, timeout=timeout)
+
+
+def daemonset_caps() -> list[str]:
+    caps: list[str] = agent_container(kustomize(BASE))["securityContext"]["capabilities"]["add"]
+    return caps
+
+
+def cli_present() -> None:
+    # The CLI (kpod_otel/cli.py) is the foundation's; until it is merged this branch cannot run it.
+    if not (REPO / "kpod_otel" / "cli.py").exists():
+        pytest.skip("kpod_otel/cli.py is not on this branch yet")
+
+
+# --- what the image contains ---------------------------------------------------------------------------
+
+
+def test_image_layout(image_root: Path) -> None:
+    assert (image_root / "etc/kpod-otel/config.yaml").read_bytes() == (BASE / "kpod-otel.yaml").read_bytes()
+    ebpf = REPO / "ebpf"
+    if ebpf.is_dir():
+        shipped = sorted(p.relative_to(ebpf).as_posix() for p in ebpf.rglob("*") if p.is_file())
+        installed = sorted(p.relative_to(image_root / "app/bpf").as_posix()
+                           for p in (image_root / "app/bpf").rglob("*") if p.is_file())
+        assert installed == shipped
+    assert os.readlink(image_root / "usr/local/bin/kpod-otel") == "/opt/kpod-otel/bin/kpod-otel"
+    assert list((image_root / "var/lib/apt/lists").glob("*_Packages")) == []  # apt lists cleaned
+    assert not any((image_root / "src").iterdir())  # the source was a bind mount, not copied in
+    os_release = (image_root / "etc/os-release").read_text()
+    assert 'VERSION_CODENAME=bookworm' in os_release
+
+
+def test_python_and_bcc_in_the_image(image_root: Path) -> None:
+    code = "import sys, bcc, kpod_otel; print(sys.version_info[:2], bcc.__file__, kpod_otel.__version__)"
+    out = run_in_image("/opt/kpod-otel/bin/python", "-c", code)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[:2] == ["(3,", "11)"]
+    assert "/opt/kpod-otel/lib/python3.11/site-packages/bcc/" in out.stdout
+    assert out.stdout.split()[-1] == kpod_otel.__version__
+
+
+# --- the CLI ---------------------------------------------------------------------------------------------
+
+
+def test_version(image_root: Path) -> None:
+    cli_present()
+    out = run_in_image("kpod-otel", "--version")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == f"kpod-otel {kpod_otel.__version__}"
+
+
+@pytest.fixture
+def fake_api_server() -> Iterator[tuple[str, int]]:
+    """A TCP listener standing in for the API server address the kubelet injects into every pod
+    (KUBERNETES_SERVICE_HOST/PORT); `check` only tests that it is reachable."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def accept() -> None:
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+                conn.close()
+            except TimeoutError:
+                continue
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    try:
+        yield "127.0.0.1", srv.getsockname()[1]
+    finally:
+        stop.set()
+        t.join(2)
+        srv.close()
+
+
+def check_rows(stdout: str) -> dict[str, tuple[str, str]]:
+    rows = {}
+    for line in stdout.splitlines()[1:]:
+        parts = re.split(r"\s{2,}", line.strip(), maxsplit=2)
+        if len(parts) >= 2:
+            rows[parts[0]] = (parts[1], parts[2] if len(parts) > 2 else "")
+    return rows
+
+
+def daemonset_check_cmd(api: tuple[str, int]) -> list[str]:
+    c = agent_container(kustomize(BASE))
+    env = env_for_config(c, NODE_NAME, NODE_IP)
+    env |= {"KUBERNETES_SERVICE_HOST": api[0], "KUBERNETES_SERVICE_PORT": str(api[1])}
+    args = ["check" if a == "run" else a for a in c["args"]]
+    return ["env", *(f"{k}={v}" for k, v in env.items()), "kpod-otel", *args]
+
+
+def test_check_passes_with_the_daemonsets_mounts_env_and_capabilities(
+    image_root: Path, fake_api_server: tuple[str, int]
+) -> None:
+    cli_present()
+    out = run_in_image(*daemonset_check_cmd(fake_api_server), caps=daemonset_caps())
+    print(out.stdout)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = check_rows(out.stdout)
+    for name in ("bcc", "kernel headers", "tracefs", "cgroup", "proc", "capabilities", "discovery"):
+        assert rows[name][0] == "ok", (name, rows[name])
+
+
+def test_check_without_kernel_headers_says_how_to_fix_it(
+    image_root: Path, fake_api_server: tuple[str, int]
+) -> None:
+    cli_present()
+    out = run_in_image(*daemonset_check_cmd(fake_api_server), caps=daemonset_caps(), headers=False)
+    print(out.stdout)
+    status, detail = check_rows(out.stdout)["kernel headers"]
+    assert status != "ok"
+    assert "/lib/modules" in detail and "/usr/src" in detail
+
+
+def test_check_fails_without_host_proc(image_root: Path, fake_api_server: tuple[str, int]) -> None:
+    """With cgroup.proc-root pointing where nothing is mounted, check exits non-zero (a wrong mount
+    layout is caught before the agent runs)."""
+    cli_present()
+    cmd = daemonset_check_cmd(fake_api_server)
+    cmd.insert(1, "KPOD_CGROUP_PROC_ROOT=/nonexistent/proc")
+    out = run_in_image(*cmd, caps=daemonset_caps())
+    assert out.returncode != 0
+    assert check_rows(out.stdout)["proc"][0] == "FAIL"
+
+
+# --- capabilities: each one the DaemonSet adds is needed ------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def probe_setup(image_root: Path) -> Iterator[list[str]]:
+    """An unprivileged process of another user, a volume-like dir only its owner may search, an empty
+    cgroup v2 to attach to; returns the probe's command line inside the image."""
+    v2 = next((p for p in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
+               if (p / "cgroup.procs").exists() and p.stat().st_dev != Path("/sys/fs").stat().st_dev), None)
+    require(v2 is not None, "needs a cgroup v2 hierarchy")
+    (image_root / "tmp/cap_probe.py").write_text((Path(__file__).parent / "cap_probe.py").read_text())
+    dac = image_root / "tmp/kpt-deploy-dac"
+    (dac / "vol").mkdir(parents=True, exist_ok=True)
+    os.chown(dac, 65534, 65534)
+    dac.chmod(0o700)
+    assert v2 is not None
+    cg = v2 / "kpt-deploy-probe"
+    cg.mkdir(exist_ok=True)
+    other = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "600"])
+    try:
+        yield ["/opt/kpod-otel/bin/python", "/tmp/cap_probe.py", str(other.pid), "/tmp/kpt-deploy-dac/vol",
+               "/host" + str(cg)]
+    finally:
+        other.kill()
+        other.wait()
+        cg.rmdir()
+        shutil.rmtree(dac)
+
+
+def probe(cmd: list[str], caps: list[str]) -> dict[str, str]:
+    out = run_in_image(*cmd, caps=caps)
+    assert out.returncode == 0, out.stderr
+    result: dict[str, str] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# capability(ies) removed -> the operations that must then fail. BPF and PERFMON are implied by SYS_ADMIN
+# in the kernel's checks, so their necessity shows once SYS_ADMIN is gone as well.
+WITHOUT: dict[tuple[str, ...], set[str]] = {
+    ("SYS_PTRACE",): {"open_other_users_netns"},
+    ("DAC_READ_SEARCH",): {"statvfs_other_users_volume"},
+    ("SYS_ADMIN",): {"setns", "cgroup_skb"},
+    ("SYS_ADMIN", "BPF"): {"setns", "cgroup_skb", "bpf_map", "tracepoint"},
+    ("SYS_ADMIN", "PERFMON"): {"setns", "cgroup_skb", "tracepoint"},
+}
+
+
+def test_every_operation_works_with_the_daemonsets_capabilities(probe_setup: list[str]) -> None:
+    result = probe(probe_setup, daemonset_caps())
+    assert result == {op: "ok" for op in result}, result
+    assert len(result) == 6
+
+
+@pytest.mark.parametrize("removed", list(WITHOUT), ids=["-".join(r) for r in WITHOUT])
+def test_each_capability_is_needed(probe_setup: list[str], removed: tuple[str, ...]) -> None:
+    caps = daemonset_caps()
+    assert set(removed) <= set(caps)
+    result = probe(probe_setup, [c for c in caps if c not in removed])
+    failed = {op for op, res in result.items() if res != "ok"}
+    assert failed == WITHOUT[removed], result
+
+
+def test_sys_resource_is_only_for_old_kernels() -> None:
+    """CAP_SYS_RESOURCE raises RLIMIT_MEMLOCK, which limits BPF memory only before kernel 5.11 (memcg
+    accounting since): not observable on this kernel, so asserted as the reason it cannot be tested."""
+    assert "SYS_RESOURCE" in daemonset_caps()
+    major, minor = (int(x) for x in os.uname().release.split(".")[:2])
+    assert (major, minor) >= (5, 11)
+
+
+def test_daemonset_caps_match_what_check_looks_for() -> None:
+    preflight = REPO / "kpod_otel" / "preflight.py"
+    if not preflight.exists():
+        pytest.skip("kpod_otel/preflight.py is not on this branch yet")
+    names = set(re.findall(r'"CAP_([A-Z_]+)"', preflight.read_text()))
+    assert names == set(daemonset_caps())
+
+
+def test_dockerfile_runs_install_sh_on_bookworm_slim() -> None:
+    text = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^FROM debian:bookworm-slim$", text, re.M)
+    run = r"RUN --mount=type=bind,source=\.,target=/src \\\n\s+/bin/sh /src/deploy/image/install.sh /src"
+    assert re.search(run, text)
+    assert len(re.findall(r"^RUN ", text, re.M)) == 1  # every install step is in install.sh
+    entry = json.loads(re.search(r"^ENTRYPOINT (.*)$", text, re.M).group(1))  # type: ignore[union-attr]
+    cmd = json.loads(re.search(r"^CMD (.*)$", text, re.M).group(1))  # type: ignore[union-attr]
+    ds = one(kustomize(BASE), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
+    assert entry == ["kpod-otel"]
+    assert cmd == ds["args"]  # the image runs as the DaemonSet runs it
