@@ -118,6 +118,12 @@ mounted_cmd() {
     chroot "$ROOT" "${envv[@]}" /bin/sh /src/deploy/image/install.sh /src
     return
   fi
+  # What every container runtime provides: name resolution files (bind-mounted, read-only).
+  local f
+  for f in /etc/hosts /etc/resolv.conf; do
+    [ -e "$ROOT$f" ] || touch "$ROOT$f"
+    bind_ro "$f" "$ROOT$f"
+  done
   # The DaemonSet's host mounts (deploy/base/daemonset.yaml).
   bind_rec /proc "$ROOT/host/proc"
   bind_rec /sys "$ROOT/host/sys"
