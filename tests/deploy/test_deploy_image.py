@@ -2,8 +2,8 @@
 (deploy/image/chroot.sh), and the result runs the agent's CLI and the privileged operations the agent
 performs, with the DaemonSet's mounts and only the DaemonSet's capabilities.
 
-From scratch (no cache, as in CI) this measured ~26 s of debootstrap plus ~32 s of install.sh on this
-machine class; with the debootstrap root cached, ~32 s. See docs/deploy.md.
+From scratch (no cache, as in CI) this measured 26-29 s of debootstrap plus 30-46 s of install.sh on
+this machine class (58 s in all, once); with the debootstrap root cached, ~35 s. See docs/deploy.md.
 """
 
 from __future__ import annotations
