@@ -5,8 +5,10 @@ one, the agent started) less than `stale_after` ago — by default three poll in
 one export hitting its timeout does not get the pod restarted, but a hung loop does. `/readyz` answers 200
 once the first cycle has finished. Anything else is 404.
 
-The agent loop owns a `HealthState` and calls `cycle_finished()` at the end of every cycle; the server
-only reads it. Responses carry the status and loop timing only: never configuration, paths or credentials.
+The server reads a `HealthSource`: either a `HealthState`, which the agent loop updates with
+`cycle_finished()` after every cycle, or a `CallbackHealth` around whatever state the loop already keeps
+(`alive()`/`ready()` callables). Responses carry the status and loop timing only: never configuration,
+paths or credentials.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Protocol
 
 from kpod_otel.config import HealthConfig
 
@@ -31,8 +34,31 @@ STALE_AFTER_INTERVALS = 3.0
 class HealthStatus:
     alive: bool
     ready: bool
-    cycles: int
-    seconds_since_progress: float  # since the last finished cycle, or since start before the first
+    cycles: int | None = None
+    seconds_since_progress: float | None = None  # since the last finished cycle (or start), if known
+
+
+class HealthSource(Protocol):
+    def status(self) -> HealthStatus: ...
+
+
+class CallbackHealth:
+    """A HealthSource over callables, for a loop that keeps its own state."""
+
+    def __init__(
+        self,
+        alive: Callable[[], bool],
+        ready: Callable[[], bool],
+        cycles: Callable[[], int] | None = None,
+    ) -> None:
+        self._alive, self._ready, self._cycles = alive, ready, cycles
+
+    def status(self) -> HealthStatus:
+        return HealthStatus(
+            alive=bool(self._alive()),
+            ready=bool(self._ready()),
+            cycles=None if self._cycles is None else int(self._cycles()),
+        )
 
 
 class HealthState:
@@ -92,17 +118,25 @@ class _Handler(BaseHTTPRequestHandler):
         if path not in ("/healthz", "/readyz"):
             self._send(HTTPStatus.NOT_FOUND, {"status": "not found"}, body)
             return
-        st = self.server.state.status()
+        try:
+            st = self.server.source.status()
+        except Exception:  # a probe must answer, and say "unhealthy" rather than hang or reset
+            log.exception("health status failed")
+            st = HealthStatus(alive=False, ready=False)
         ok = st.alive if path == "/healthz" else st.ready
-        if path == "/healthz":
-            reason = "ok" if ok else f"no finished cycle for {st.seconds_since_progress:.1f}s"
+        if ok:
+            reason = "ok"
+        elif path == "/readyz":
+            reason = "first collection cycle not finished"
+        elif st.seconds_since_progress is not None:
+            reason = f"no finished cycle for {st.seconds_since_progress:.1f}s"
         else:
-            reason = "ok" if ok else "first collection cycle not finished"
-        payload = {
-            "status": reason,
-            "cycles": st.cycles,
-            "seconds_since_progress": round(st.seconds_since_progress, 3),
-        }
+            reason = "collection loop stalled"
+        payload: dict[str, object] = {"status": reason}
+        if st.cycles is not None:
+            payload["cycles"] = st.cycles
+        if st.seconds_since_progress is not None:
+            payload["seconds_since_progress"] = round(st.seconds_since_progress, 3)
         self._send(HTTPStatus.OK if ok else HTTPStatus.SERVICE_UNAVAILABLE, payload, body)
 
     def _send(self, code: HTTPStatus, payload: dict[str, object], body: bool) -> None:
@@ -124,8 +158,8 @@ class _HealthHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, address: tuple[str, int], state: HealthState) -> None:
-        self.state = state
+    def __init__(self, address: tuple[str, int], source: HealthSource) -> None:
+        self.source = source
         super().__init__(address, _Handler)
 
 
@@ -136,8 +170,8 @@ class HealthServer:
     endpoints are enabled at all is `start_health_server`'s decision.
     """
 
-    def __init__(self, state: HealthState, address: str = "0.0.0.0", port: int = 8080) -> None:
-        self._state = state
+    def __init__(self, source: HealthSource, address: str = "0.0.0.0", port: int = 8080) -> None:
+        self._source = source
         self._address = address
         self._requested_port = port
         self._server: _HealthHTTPServer | None = None
@@ -152,7 +186,7 @@ class HealthServer:
     def start(self) -> None:
         if self._server is not None:
             return
-        self._server = _HealthHTTPServer((self._address, self._requested_port), self._state)
+        self._server = _HealthHTTPServer((self._address, self._requested_port), self._source)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.2}, name="kpod-health", daemon=True
         )
@@ -170,11 +204,11 @@ class HealthServer:
             thread.join(timeout=5)
 
 
-def start_health_server(config: HealthConfig, state: HealthState) -> HealthServer | None:
+def start_health_server(config: HealthConfig, source: HealthSource) -> HealthServer | None:
     """Start the endpoints as configured (`health.port`, `health.address`); port 0 disables them."""
     if config.port == 0:
         log.info("health endpoints disabled (health.port: 0)")
         return None
-    server = HealthServer(state, config.address, config.port)
+    server = HealthServer(source, config.address, config.port)
     server.start()
     return server
