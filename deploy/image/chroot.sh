@@ -139,8 +139,15 @@ mounted_cmd() {
     for c in "${list[@]}"; do bset+=",+${c,,}"; done
     prefix=(setpriv --bounding-set="$bset" --inh-caps=-all --)
   fi
-  local rc=0
-  chroot "$ROOT" "${envv[@]}" "${prefix[@]}" "$@" || rc=$?
+  # Like a container runtime stopping a container: SIGTERM/SIGINT to this script go to the command, and
+  # the mounts stay until it has exited.
+  chroot "$ROOT" "${envv[@]}" "${prefix[@]}" "$@" &
+  local child=$! rc=0
+  trap 'kill -TERM "$child" 2>/dev/null || true' TERM INT
+  while :; do
+    wait "$child" && rc=0 || rc=$?
+    kill -0 "$child" 2>/dev/null || break
+  done
   return "$rc"
 }
 
@@ -174,7 +181,7 @@ case $cmd in
   run)
     shift
     [ -f "$ROOT/.built" ] || die "no built root at $ROOT: run '$0 build' first"
-    in_private_ns "$0" __mounted run "$@"
+    exec unshare --mount --propagation private "$0" __mounted run "$@"
     ;;
   __mounted)
     shift

@@ -8,15 +8,20 @@ this machine class (58 s in all, once); with the debootstrap root cached, ~35 s.
 
 from __future__ import annotations
 
+import contextlib
+import http.client
 import json
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -162,12 +167,21 @@ def check_rows(stdout: str) -> dict[str, tuple[str, str]]:
     return rows
 
 
-def daemonset_check_cmd(api: tuple[str, int]) -> list[str]:
-    c = agent_container(kustomize(BASE))
-    env = env_for_config(c, NODE_NAME, NODE_IP)
-    env |= {"KUBERNETES_SERVICE_HOST": api[0], "KUBERNETES_SERVICE_PORT": str(api[1])}
-    args = ["check" if a == "run" else a for a in c["args"]]
+def daemonset_env(api: tuple[str, int]) -> dict[str, str]:
+    """The container's environment: the DaemonSet's variables (downward API filled in) plus the API
+    server address the kubelet injects into every pod."""
+    env = env_for_config(agent_container(kustomize(BASE)), NODE_NAME, NODE_IP)
+    return env | {"KUBERNETES_SERVICE_HOST": api[0], "KUBERNETES_SERVICE_PORT": str(api[1])}
+
+
+def kpod_cmd(env: dict[str, str], command: str) -> list[str]:
+    """`kpod-otel` as the DaemonSet runs it (its args), with `command` in place of "run"."""
+    args = [command if a == "run" else a for a in agent_container(kustomize(BASE))["args"]]
     return ["env", *(f"{k}={v}" for k, v in env.items()), "kpod-otel", *args]
+
+
+def daemonset_check_cmd(api: tuple[str, int]) -> list[str]:
+    return kpod_cmd(daemonset_env(api), "check")
 
 
 def test_check_passes_with_the_daemonsets_mounts_env_and_capabilities(
@@ -206,9 +220,8 @@ def test_check_fails_without_host_proc(image_root: Path, fake_api_server: tuple[
     """With cgroup.proc-root pointing where nothing is mounted, check exits non-zero (a wrong mount
     layout is caught before the agent runs)."""
     cli_present()
-    cmd = daemonset_check_cmd(fake_api_server)
-    cmd.insert(1, "KPOD_CGROUP_PROC_ROOT=/nonexistent/proc")
-    out = run_in_image(*cmd, caps=daemonset_caps())
+    env = daemonset_env(fake_api_server) | {"KPOD_CGROUP_PROC_ROOT": "/nonexistent/proc"}
+    out = run_in_image(*kpod_cmd(env, "check"), caps=daemonset_caps())
     assert out.returncode != 0
     assert check_rows(out.stdout)["proc"][0] == "FAIL"
 
@@ -302,3 +315,103 @@ def test_dockerfile_runs_install_sh_on_bookworm_slim() -> None:
     ds = one(kustomize(BASE), "DaemonSet")["spec"]["template"]["spec"]["containers"][0]
     assert entry == ["kpod-otel"]
     assert cmd == ds["args"]  # the image runs as the DaemonSet runs it
+
+
+# --- the agent itself, run from the image as the DaemonSet runs it ----------------------------------------
+
+
+def descendants(pid: int) -> list[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def health_wired() -> bool:
+    """Whether the agent starts kpod_otel.health's server (the lead wires it into the loop)."""
+    return any("start_health_server" in p.read_text()
+               for p in (REPO / "kpod_otel").rglob("*.py") if p.name != "health.py")
+
+
+def http_status(port: int, path: str) -> int | None:
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", path)
+        status = conn.getresponse().status
+        conn.close()
+        return status
+    except OSError:
+        return None
+
+
+def resource_attrs(rm: Any) -> dict[str, str]:
+    return {kv.key: kv.value.string_value for kv in rm.resource.attributes}
+
+
+def test_agent_runs_from_the_image_exports_and_flushes_on_sigterm(
+    image_root: Path, fake_api_server: tuple[str, int]
+) -> None:
+    """`kpod-otel run` with the image's config, the DaemonSet's environment, mounts and capabilities
+    (local discovery, as there is no cluster; a 2 s cycle to keep it short) exports gzip OTLP/gRPC to a
+    real receiver, answers its probes, and on SIGTERM makes a final export and exits 0 within the
+    DaemonSet's terminationGracePeriodSeconds."""
+    cli_present()
+    from tests.fakes.otlp import ByteCountingProxy, OtlpReceiver, free_port
+
+    objs = kustomize(BASE)
+    grace = one(objs, "DaemonSet")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    receiver = OtlpReceiver().start("grpc")
+    proxy = ByteCountingProxy(receiver.port)  # gRPC hides the encoding from handlers: count wire bytes
+    health_port = free_port()
+    env = daemonset_env(fake_api_server) | {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{proxy.port}",
+        "OTEL_METRIC_EXPORT_INTERVAL": "2000",
+        "KPOD_DISCOVERY_MODE": "local",
+        "KPOD_HEALTH_PORT": str(health_port),
+        "KPOD_HEALTH_ADDRESS": "127.0.0.1",
+    }
+    cmd = kpod_cmd(env, "run")
+    launcher = subprocess.Popen([str(CHROOT_SH), "run", "--caps", ",".join(daemonset_caps()), "--", *cmd],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        first = receiver.wait_for(1, timeout=120)[0]
+        assert first.protocol == "grpc"
+        resources = [resource_attrs(rm) for rm in first.request.resource_metrics]
+        agent = next(r for r in resources if r.get("service.name") == "kpod-otel")
+        assert agent["k8s.node.name"] == NODE_NAME
+        assert len(resources) > 1, "no workload was measured"
+        if health_wired():
+            deadline = time.monotonic() + 30
+            while http_status(health_port, "/readyz") != 200 and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert http_status(health_port, "/readyz") == 200
+            assert http_status(health_port, "/healthz") == 200
+        before = len(receiver.received)
+        t0 = time.monotonic()
+        launcher.send_signal(signal.SIGTERM)  # chroot.sh passes it on, as a container runtime does
+        rc = launcher.wait(timeout=grace)
+        took = time.monotonic() - t0
+        output = launcher.stdout.read() if launcher.stdout else ""
+        assert rc == 0, output[-3000:]
+        assert took < grace
+        assert len(receiver.received) > before, "no final export after SIGTERM"
+        # OTEL_EXPORTER_OTLP_COMPRESSION=gzip: fewer bytes on the wire than the serialized requests.
+        serialized = sum(r.request.ByteSize() for r in receiver.received)
+        assert proxy.client_bytes < serialized * 0.7, (proxy.client_bytes, serialized)
+    finally:
+        if launcher.poll() is None:
+            for p in reversed([launcher.pid, *descendants(launcher.pid)]):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p, signal.SIGKILL)
+            launcher.wait()
+        proxy.close()
+        receiver.stop()
