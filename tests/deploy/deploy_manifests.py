@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -93,3 +94,11 @@ def compose_with_component(tmp: Path, base: Path, component: Path) -> Path:
     )
     return tmp
 
+
+
+def quantity(q: str | int) -> float:
+    """A Kubernetes resource quantity (the forms used here) as a number: cores or bytes."""
+    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "": 1}
+    m = re.fullmatch(r"([0-9.]+)(m|Ki|Mi|Gi|)", str(q))
+    assert m, q
+    return float(m.group(1)) * units[m.group(2)]

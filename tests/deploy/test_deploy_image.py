@@ -27,7 +27,15 @@ import pytest
 
 import kpod_otel
 from tests.conftest import require, require_root
-from tests.deploy.deploy_manifests import BASE, REPO, agent_container, env_for_config, kustomize, one
+from tests.deploy.deploy_manifests import (
+    BASE,
+    REPO,
+    agent_container,
+    env_for_config,
+    kustomize,
+    one,
+    quantity,
+)
 
 pytestmark = [pytest.mark.root, pytest.mark.slow]
 
@@ -395,6 +403,14 @@ def test_agent_runs_from_the_image_exports_and_flushes_on_sigterm(
                 time.sleep(0.2)
             assert http_status(health_port, "/readyz") == 200
             assert http_status(health_port, "/healthz") == 200
+        # Peak memory so far (start-up BPF compiles included) against the DaemonSet's limit.
+        agent = next(p for p in descendants(launcher.pid)
+                     if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1].endswith(b"/kpod-otel"))
+        status = Path(f"/proc/{agent}/status").read_text()
+        peak = int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) * 1024  # type: ignore[union-attr]
+        limit = quantity(agent_container(objs)["resources"]["limits"]["memory"])
+        print(f"agent peak RSS {peak / 2**20:.0f} MiB (limit {limit / 2**20:.0f} MiB)")
+        assert peak < limit
         before = len(receiver.received)
         t0 = time.monotonic()
         launcher.send_signal(signal.SIGTERM)  # chroot.sh passes it on, as a container runtime does

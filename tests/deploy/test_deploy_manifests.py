@@ -37,6 +37,7 @@ from tests.deploy.deploy_manifests import (
     env_for_config,
     kustomize,
     one,
+    quantity,
 )
 
 # Oldest and newest Kubernetes minors still commonly run, plus one between (schemas ship offline
@@ -321,13 +322,6 @@ def test_grace_period_outlasts_a_cycle_and_the_final_export(builds: dict[str, li
     export_timeout_s = int(env.get("OTEL_METRIC_EXPORT_TIMEOUT", "30000")) / 1000  # SDK default 30 s
     grace = one(builds["base"], "DaemonSet")["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace > export_timeout_s + poll_interval_s(cfg, env)
-
-
-def quantity(q: str | int) -> float:
-    units = {"m": 1e-3, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "": 1}
-    m = re.fullmatch(r"([0-9.]+)(m|Ki|Mi|Gi|)", str(q))
-    assert m, q
-    return float(m.group(1)) * units[m.group(2)]
 
 
 def test_resources_and_tolerations() -> None:
