@@ -62,13 +62,14 @@ ensure_base() {
   mirror=$(debian_mirror | head -n1 || true)
   [ -n "$mirror" ] || die "no Debian mirror for $SUITE found in /etc/apt/sources.list*; set KPOD_DEBIAN_MIRROR"
   command -v debootstrap >/dev/null || die "debootstrap is not installed (scripts/setup.sh installs it)"
-  refuse_if_mounted "$BASE.tmp"
-  rm -rf "$BASE.tmp"
+  remove_tree "$BASE.tmp"
+  mkdir -p "$BASE.tmp"
+  touch "$BASE.tmp/$MARKER"
   log "debootstrap --variant=minbase $SUITE (from this machine's mirror)"
   local t0=$SECONDS
   in_private_ns debootstrap --variant=minbase "$SUITE" "$BASE.tmp" "$mirror" >"$CACHE/debootstrap.log" 2>&1 ||
     { tail -n 20 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log: $CACHE/debootstrap.log)"; }
-  rm -rf "$BASE"
+  remove_tree "$BASE"
   mv "$BASE.tmp" "$BASE"
   touch "$BASE/.complete"
   log "timing: debootstrap $((SECONDS - t0)) s"
@@ -151,6 +152,15 @@ mounted_cmd() {
   return "$rc"
 }
 
+# Removes a tree this script made (it carries the marker file), never anything else.
+MARKER=.kpod-image-tree
+remove_tree() {
+  [ -e "$1" ] || return 0
+  [ -f "$1/$MARKER" ] || die "$1 exists but was not made by chroot.sh (no $MARKER); not removing it"
+  refuse_if_mounted "$1"
+  rm -rf "$1"
+}
+
 # rm -rf of a tree with a host mount inside would delete the host's files: refuse instead.
 refuse_if_mounted() {
   local d
@@ -168,9 +178,9 @@ case $cmd in
     flock 9
     ensure_base
     t0=$SECONDS
-    refuse_if_mounted "$ROOT"
-    rm -rf "$ROOT"
+    remove_tree "$ROOT"
     cp -a "$BASE" "$ROOT"
+    touch "$ROOT/$MARKER"
     rm -f "$ROOT/.complete"
     log "running deploy/image/install.sh in the chroot"
     in_private_ns "$0" __mounted build
@@ -188,8 +198,7 @@ case $cmd in
     mounted_cmd "$@"
     ;;
   clean)
-    refuse_if_mounted "$ROOT"
-    rm -rf "$ROOT"
+    remove_tree "$ROOT"
     ;;
   *)
     die "usage: $0 build | run [--no-headers] [--caps CAPS] -- CMD... | clean"
