@@ -1,11 +1,11 @@
-# syntax=docker/dockerfile:1
 # kpod-otel agent image. Every install step is in deploy/image/install.sh, which is also run (and its
 # result tested) in a debootstrapped bookworm chroot by deploy/image/chroot.sh on machines without Docker.
 #
 #   docker build -t kpod-otel:0.1.0 .
 #
 # Debian's Python 3.11 (not a python:* image) because bcc's Python bindings (python3-bpfcc) are built
-# for it. The source is bind-mounted for the build only (BuildKit), so it never lands in a layer.
+# for it. The source is bind-mounted for the build only (BuildKit, the default builder since Docker 23),
+# so it never lands in a layer.
 FROM debian:bookworm-slim
 
 RUN --mount=type=bind,source=.,target=/src \
