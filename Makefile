@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run snapshot check test lint bench clean
+.PHONY: setup run snapshot check test lint bench clean image-proof
 
 setup:
 	scripts/setup.sh
@@ -30,6 +30,14 @@ test: setup
 
 bench: setup
 	$(PY) bench/export_cycle.py
+
+## prove the container image recipe without Docker: deploy/image/install.sh in a debootstrapped bookworm
+## chroot (base cached in .cache/image; ~1 min from scratch), then the CLI inside it (docs/deploy.md)
+image-proof: setup
+	deploy/image/chroot.sh build
+	deploy/image/chroot.sh run -- kpod-otel --version
+	deploy/image/chroot.sh run -- env NODE_NAME=$$(hostname) KPOD_DISCOVERY_MODE=local \
+		kpod-otel check --config /etc/kpod-otel/config.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
