@@ -11,10 +11,10 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Protocol
 
 from kpod_otel.export.pipeline import CycleResult, MetricsPipeline
+from kpod_otel.health import HealthState
 from kpod_otel.model import Target
 from kpod_otel.selfmetrics import AgentStats
 
@@ -42,26 +42,6 @@ class CycleSink(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(slots=True)
-class AgentState:
-    """What the health endpoints look at; written by the loop thread only."""
-
-    interval_s: float
-    started_monotonic: float
-    cycles: int = 0
-    last_cycle_end: float | None = None  # monotonic
-    last_export_ok: bool | None = None
-
-    def alive(self, now: float | None = None) -> bool:
-        """The loop has finished a cycle recently (or is still within its first few intervals)."""
-        now = time.monotonic() if now is None else now
-        last = self.last_cycle_end if self.last_cycle_end is not None else self.started_monotonic
-        return now - last <= 3 * self.interval_s + 30
-
-    def ready(self) -> bool:
-        return self.cycles > 0
-
-
 class Agent:
     def __init__(
         self,
@@ -76,7 +56,8 @@ class Agent:
         self._pipeline = pipeline
         self._sinks = list(sinks)
         self._stats = stats
-        self.state = AgentState(interval_s=interval_s, started_monotonic=time.monotonic())
+        self.interval_s = interval_s
+        self.health = HealthState(interval_s)  # read by the /healthz and /readyz endpoints
         self._export_timeout_s = export_timeout_s
 
     def start(self) -> None:
@@ -96,7 +77,7 @@ class Agent:
         result = self._pipeline.collect(targets)
         self._stats.set("kpod.agent.export.points", result.points)
         # A hanging receiver must not stall the loop beyond one interval.
-        deadline = min(self._export_timeout_s, max(1.0, self.state.interval_s * 0.9))
+        deadline = min(self._export_timeout_s, max(1.0, self.interval_s * 0.9))
         if deadline_s is not None:
             deadline = min(deadline, deadline_s)
         ok = True
@@ -108,14 +89,12 @@ class Agent:
                 self._stats.error("exporter", "deliver")
                 ok = False
         self._stats.set("kpod.agent.cycle.duration", time.monotonic() - t0)
-        self.state.cycles += 1
-        self.state.last_cycle_end = time.monotonic()
-        self.state.last_export_ok = ok
+        self.health.cycle_finished()
         return ok
 
     def run(self, stop: threading.Event) -> int:
         """Cycle every interval until `stop` is set, then one final cycle. Returns the exit code."""
-        interval = self.state.interval_s
+        interval = self.interval_s
         next_at = time.monotonic()
         try:
             while not stop.is_set():

@@ -22,6 +22,7 @@ from kpod_otel.export.exporter import OtlpExporter
 from kpod_otel.export.otlp_settings import SettingsError, settings_from_env
 from kpod_otel.export.pipeline import MetricsPipeline
 from kpod_otel.export.resources import agent_resource_attributes, env_resource_attributes
+from kpod_otel.health import start_health_server
 from kpod_otel.model import PodInfo, Target
 from kpod_otel.selfmetrics import AgentStats, SelfMetricsCollector
 
@@ -95,9 +96,14 @@ class Assembled:
     pipeline: MetricsPipeline
     source: DiscoveryTargetSource
     stats: AgentStats
+    config: Config
     extra_stops: list[Callable[[], None]] = field(default_factory=list)
 
-    def start(self, discovery_wait_s: float = DISCOVERY_WAIT_S) -> None:
+    def start(self, discovery_wait_s: float = DISCOVERY_WAIT_S, serve_health: bool = True) -> None:
+        if serve_health:
+            server = start_health_server(self.config.health, self.agent.health)
+            if server is not None:
+                self.extra_stops.append(server.stop)
         self.agent.start()
         self.source.wait_ready(discovery_wait_s)
 
@@ -160,4 +166,4 @@ def build_agent(config: Config, console: bool, export: bool) -> Assembled:
         sinks.append(TableRenderer(_print_now))
     export_timeout = _env_ms("OTEL_METRIC_EXPORT_TIMEOUT", DEFAULT_EXPORT_TIMEOUT_MS) / 1000.0
     agent = Agent(source, pipeline, sinks, stats, interval_seconds(config), export_timeout)
-    return Assembled(agent, pipeline, source, stats)
+    return Assembled(agent, pipeline, source, stats, config)

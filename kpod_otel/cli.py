@@ -120,7 +120,7 @@ def cmd_snapshot(config: Config, fmt: str, interval: float) -> int:
     from kpod_otel.export.otlp_json import to_otlp_json
 
     assembled = build_agent(config, console=False, export=False)
-    assembled.start()
+    assembled.start(serve_health=False)
     try:
         pipeline, source = assembled.pipeline, assembled.source
         if fmt == "otlp-json":

@@ -42,25 +42,6 @@ class HealthSource(Protocol):
     def status(self) -> HealthStatus: ...
 
 
-class CallbackHealth:
-    """A HealthSource over callables, for a loop that keeps its own state."""
-
-    def __init__(
-        self,
-        alive: Callable[[], bool],
-        ready: Callable[[], bool],
-        cycles: Callable[[], int] | None = None,
-    ) -> None:
-        self._alive, self._ready, self._cycles = alive, ready, cycles
-
-    def status(self) -> HealthStatus:
-        return HealthStatus(
-            alive=bool(self._alive()),
-            ready=bool(self._ready()),
-            cycles=None if self._cycles is None else int(self._cycles()),
-        )
-
-
 class HealthState:
     """What the loop reports and the probes read. Thread-safe; `clock` is monotonic seconds."""
 

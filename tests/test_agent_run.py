@@ -133,3 +133,46 @@ def test_sigterm_during_a_hanging_export_ends_quickly_with_a_final_attempt(tmp_p
         if agent.poll() is None:
             agent.kill()
         receiver.stop()
+
+
+def test_health_endpoints_follow_the_collection_loop(tmp_path: Path) -> None:
+    import json
+    import urllib.error
+    import urllib.request
+
+    from tests.fakes.otlp import free_port
+
+    receiver = OtlpReceiver().start("grpc")
+    receiver.behaviour.hang.set()  # the first cycle's export hangs: the agent is alive but not ready yet
+    port = free_port()
+    cfg = write_config(tmp_path, interval_ms=20000).read_text().replace("    port: 0", f"    port: {port}")
+    (tmp_path / "health.yaml").write_text(cfg.replace("health:\n", "health:\n    address: 127.0.0.1\n"))
+
+    def get(path: str) -> tuple[int, dict]:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+                return r.status, json.loads(r.read())
+        except urllib.error.HTTPError as e:
+            return e.code, json.loads(e.read())
+
+    agent = subprocess.Popen([sys.executable, "-m", "kpod_otel", "run", "--config", str(tmp_path / "health.yaml")],
+                             env=agent_env(receiver, "grpc"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while receiver.arrivals < 1 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert get("/healthz")[0] == 200
+        code, body = get("/readyz")
+        assert code == 503 and body["cycles"] == 0
+        receiver.behaviour.release.set()  # the export completes: the first cycle is done
+        deadline = time.monotonic() + 30
+        while get("/readyz")[0] != 200 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        code, body = get("/readyz")
+        assert code == 200 and body["cycles"] == 1
+        assert "token" not in json.dumps(body).lower() and "endpoint" not in json.dumps(body).lower()
+    finally:
+        agent.terminate()
+        agent.communicate(timeout=30)
+        receiver.stop()

@@ -68,6 +68,22 @@ while time.monotonic() < end:
 """
 
 
+def own_recursion_misses() -> int:
+    """Skipped runs of this process's BPF programs (recursion_misses in /proc/self/fdinfo, kernel >= 5.12)."""
+    total = 0
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            with open(f"/proc/self/fdinfo/{fd}") as f:
+                text = f.read()
+        except OSError:
+            continue
+        if "prog_type:" in text:
+            for line in text.splitlines():
+                if line.startswith("recursion_misses:"):
+                    total += int(line.split()[1])
+    return total
+
+
 def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedCollector,
                                                      cgroups: CgroupFactory) -> None:
     """Truth: the scheduler's own accounting in /proc/<pid>/task/<tid>/schedstat (run_delay and the
@@ -90,6 +106,7 @@ def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedColl
         b.add(sleeper.pid)
         base_delay, base_arrivals = truth()
         base_b = schedstat_of(sleeper.pid)
+        misses0 = own_recursion_misses()  # like the other figures, counted from the base on
         for _ in range(2):
             for w in spinners:  # both spin at the same time on the same CPU
                 w.start()
@@ -100,19 +117,23 @@ def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedColl
             _, arrivals_b = schedstat_of(sleeper.pid)
             snap = cpu_collector.collect([ta, tb])
             rounds.append((delay - base_delay, arrivals - base_arrivals, arrivals_b - base_b[1],
-                           histogram(snap, ta, RUNQ_LATENCY), histogram(snap, tb, RUNQ_LATENCY)))
+                           histogram(snap, ta, RUNQ_LATENCY), histogram(snap, tb, RUNQ_LATENCY),
+                           own_recursion_misses() - misses0))
     finally:
         for w in [*spinners, sleeper]:
             w.stop()
-    for delay, arrivals, arrivals_b, h, hb in rounds:
+    for delay, arrivals, arrivals_b, h, hb, misses in rounds:
         assert h is not None and hb is not None
         print(f"waits: ours {h.count} / schedstat {arrivals}, total ours {h.sum:.6f}s / {delay / 1e9:.6f}s;"
-              f" B: ours {hb.count} / schedstat {arrivals_b}")
+              f" B: ours {hb.count} / schedstat {arrivals_b}; recursion misses {misses}")
         assert arrivals > 20
         # One wait per switch-in, committed at the thread's next switch-out. The kernel skips a tracing
-        # program that would nest in another one on the same CPU (e.g. an interrupt waking a task while
-        # some tracing program runs), so a rare event can be missed: allow 2 (or 1%) per round.
-        assert arrivals - max(2, arrivals // 100) <= h.count <= arrivals, (h.count, arrivals)
+        # program that would nest in another one on the same CPU (an interrupt waking a task while some
+        # tracing program runs, more often when other BPF programs are busy on the node) and counts each
+        # skip in the program's recursion_misses: a wait may be missing only for such a skip (+2 for the
+        # round's edges).
+        slack = misses + 2
+        assert arrivals - slack <= h.count <= arrivals, (h.count, arrivals, misses)
         assert sum(h.bucket_counts) == h.count
         # The same total wait, up to the few microseconds between the wakeup tracepoint and the enqueue
         # clock per wait, and what a missed wait held.
@@ -120,7 +141,7 @@ def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedColl
         # spinners wait for each other's time slices: millisecond waits
         assert sum(c for bound, c in zip(h.bounds, h.bucket_counts, strict=False) if bound >= 1e-3) >= 5
         # B got its own waits and none of A's (which would add hundreds)
-        assert arrivals_b - max(2, arrivals_b // 100) <= hb.count <= arrivals_b
-    (_, n1, _, h1, _), (_, n2, _, h2, _) = rounds
+        assert arrivals_b - slack <= hb.count <= arrivals_b, (hb.count, arrivals_b, misses)
+    (_, n1, _, h1, _, _), (_, n2, _, h2, _, _) = rounds
     assert h1 is not None and h2 is not None
     assert h2.count - h1.count >= 0.95 * (n2 - n1) > 0  # the count grows with the switches

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from kpod_otel.config import HealthConfig, parse_config
-from kpod_otel.health import CallbackHealth, HealthServer, HealthState, start_health_server
+from kpod_otel.health import HealthServer, HealthState, HealthStatus, start_health_server
 
 
 class FakeClock:
@@ -158,31 +158,12 @@ def test_port_zero_disables() -> None:
     assert start_health_server(cfg.health, HealthState(15.0)) is None
 
 
-def test_callback_source_for_a_loop_with_its_own_state() -> None:
-    loop = {"cycles": 0, "stalled": False}
-    source = CallbackHealth(alive=lambda: not loop["stalled"], ready=lambda: loop["cycles"] > 0,
-                            cycles=lambda: int(loop["cycles"]))
-    server = HealthServer(source, "127.0.0.1", 0)
-    server.start()
-    try:
-        assert get(server.port, "/healthz")[0] == 200
-        code, _, body = get(server.port, "/readyz")
-        assert code == 503
-        assert json.loads(body) == {"status": "first collection cycle not finished", "cycles": 0}
-        loop["cycles"] = 2
-        assert get(server.port, "/readyz")[0] == 200
-        loop["stalled"] = True
-        code, _, body = get(server.port, "/healthz")
-        assert (code, json.loads(body)) == (503, {"status": "collection loop stalled", "cycles": 2})
-    finally:
-        server.stop()
-
-
 def test_a_failing_source_answers_unhealthy() -> None:
-    def broken() -> bool:
-        raise RuntimeError("state unavailable")
+    class Broken:
+        def status(self) -> HealthStatus:
+            raise RuntimeError("state unavailable")
 
-    server = HealthServer(CallbackHealth(alive=broken, ready=broken), "127.0.0.1", 0)
+    server = HealthServer(Broken(), "127.0.0.1", 0)
     server.start()
     try:
         assert get(server.port, "/healthz")[0] == 503
