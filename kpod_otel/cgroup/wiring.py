@@ -36,7 +36,8 @@ def pod_mapper(config: Config, fs: CgroupFS, stats: AgentStats) -> PodCgroupMapp
 def cgroup_collectors(config: Config, fs: CgroupFS, stats: AgentStats, *,
                       ebpf_memory: bool = False) -> list[Collector]:
     """The cgroup/procfs collectors the profile enables. `memory` is served by the eBPF collector when
-    it is loaded (`ebpf_memory=True`); otherwise by the cgroup files."""
+    it is loaded (`ebpf_memory=True`) for every container with a cgroup v2 id; by the cgroup files for
+    the others, and for all when eBPF memory is off."""
     enabled = config.enabled_collectors()
     collectors: list[Collector] = []
     if "disk" in enabled:
@@ -46,8 +47,8 @@ def cgroup_collectors(config: Config, fs: CgroupFS, stats: AgentStats, *,
     if "filesystem" in enabled:
         collectors.append(FilesystemCollector(fs, stats, proc_root=config.cgroup.proc_root,
                                               kubelet_root=config.cgroup.kubelet_root))
-    if "memory" in enabled and not ebpf_memory:
-        collectors.append(MemoryCgroupCollector(fs, stats))
+    if "memory" in enabled:
+        collectors.append(MemoryCgroupCollector(fs, stats, only_without_cgroup_id=ebpf_memory))
     return collectors
 
 

@@ -13,15 +13,11 @@ from kpod_otel.bpf.collector import BpfCollector
 from kpod_otel.bpf.maps import read_counters
 from kpod_otel.bpf.program import BpfEnvironment, PerfEventAttach, ProgramSpec
 from kpod_otel.bpf.tracefs import CGROUP_RMDIR, TracepointNeed
-from kpod_otel.collector import CollectorSnapshot, InstrumentKind, InstrumentSpec
+from kpod_otel.collector import CollectorSnapshot, InstrumentSpec
+from kpod_otel.collectors.memory_cgroup import MAJOR_FAULTS, MEMORY_INSTRUMENTS, OOM_KILLS
 
-OOM_KILLS = "kpod.mem.oom.kills"
-MAJOR_FAULTS = "kpod.mem.major.page.faults"
-
-INSTRUMENTS = (
-    InstrumentSpec(OOM_KILLS, InstrumentKind.COUNTER, "{kill}", "Tasks killed by the OOM killer"),
-    InstrumentSpec(MAJOR_FAULTS, InstrumentKind.COUNTER, "{fault}", "Major page faults (read from storage)"),
-)
+# One declaration for both sources of these metrics (the pipeline requires identical declarations).
+INSTRUMENTS = MEMORY_INSTRUMENTS
 
 PERF_TYPE_SOFTWARE = 1
 PERF_COUNT_SW_PAGE_FAULTS_MAJ = 6

@@ -36,8 +36,12 @@ MEMORY_INSTRUMENTS: tuple[InstrumentSpec, ...] = (
 class MemoryCgroupCollector(Collector):
     name = "memory_cgroup"
 
-    def __init__(self, fs: CgroupFS, stats: AgentStats) -> None:
+    def __init__(self, fs: CgroupFS, stats: AgentStats, *, only_without_cgroup_id: bool = False) -> None:
+        """`only_without_cgroup_id`: the eBPF memory program runs, and it serves every container that has
+        a cgroup v2 id; these files then serve only the containers it cannot see (a workload that exists
+        in the v1 memory hierarchy alone)."""
         self._fs = fs
+        self._only_without_cgroup_id = only_without_cgroup_id
         self._problems = ProblemLog(self.name, stats, log)
         self._events_file = "memory.events" if fs.version is CgroupVersion.V2 else "memory.oom_control"
 
@@ -48,6 +52,8 @@ class MemoryCgroupCollector(Collector):
         snap = CollectorSnapshot()
         for target in targets:
             for container in target.containers:
+                if self._only_without_cgroup_id and container.cgroup_id is not None:
+                    continue
                 directory = self._fs.controller_dir("memory", container.cgroup_path)
                 if directory is None:
                     continue

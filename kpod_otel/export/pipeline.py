@@ -15,7 +15,14 @@ from dataclasses import dataclass, field
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from kpod_otel import __version__
-from kpod_otel.collector import AGENT_TARGET_KEY, Collector, CollectorSnapshot, HistogramPoint, Observation
+from kpod_otel.collector import (
+    AGENT_TARGET_KEY,
+    Collector,
+    CollectorSnapshot,
+    HistogramPoint,
+    InstrumentSpec,
+    Observation,
+)
 from kpod_otel.export.encoder import RequestBuilder
 from kpod_otel.model import AttrValue, Target
 from kpod_otel.selfmetrics import AgentStats
@@ -47,12 +54,13 @@ class MetricsPipeline:
         self._stats = stats
         self._common = dict(common_attributes or {})
         self._agent_resource = dict(agent_resource)
-        specs = [spec for c in self._collectors for spec in c.instruments()]
-        names = [s.name for s in specs]
-        dupes = {n for n in names if names.count(n) > 1}
-        if dupes:
-            raise ValueError(f"metrics declared by more than one collector: {sorted(dupes)}")
-        self._specs = {s.name: s for s in specs}
+        # Two collectors may serve one metric for different containers (eBPF and the cgroup files for
+        # the memory counters) if they declare it identically.
+        self._specs: dict[str, InstrumentSpec] = {}
+        for spec in (spec for c in self._collectors for spec in c.instruments()):
+            known = self._specs.setdefault(spec.name, spec)
+            if known != spec:
+                raise ValueError(f"metric {spec.name} declared differently by two collectors: {known} / {spec}")
         self._start_ns: dict[str, int] = {AGENT_TARGET_KEY: time.time_ns()}
         self._warned_undeclared: set[str] = set()
 

@@ -36,7 +36,7 @@ def test_config_to_snapshot(cgroup_tree: CgroupTree) -> None:
     collectors = cgroup_collectors(config, fs, stats, ebpf_memory=False)
     assert sorted(c.name for c in collectors) == ["disk_io", "filesystem", "iface_net", "memory_cgroup"]
     assert [c.name for c in cgroup_collectors(config, fs, stats, ebpf_memory=True)] == [
-        "disk_io", "iface_net", "filesystem"]
+        "disk_io", "iface_net", "filesystem", "memory_cgroup"]
 
     provider = local_provider(config, fs)
     provider.start()
@@ -57,3 +57,27 @@ def test_config_to_snapshot(cgroup_tree: CgroupTree) -> None:
     # the sleeper shares the node's network namespace and root filesystem: neither is the pod's
     assert pod.uid not in snaps["iface_net"].points
     assert pod.uid not in snaps["filesystem"].points
+
+
+def test_memory_files_serve_only_what_ebpf_cannot_see(cgroup_tree: CgroupTree) -> None:
+    """With the eBPF memory program loaded, containers with a cgroup v2 id are its; a workload that exists
+    only in the v1 memory hierarchy (no v2 id, invisible to eBPF) still gets its counters from the files."""
+    from kpod_otel.model import ContainerInfo, PodInfo
+
+    pod = systemd_burstable_pod(cgroup_tree)
+    v1_only = cgroup_tree.make("kpt-cg-v1-only-workload", hierarchies=("memory",))
+    config = parse_config(CONFIG, env={})
+    stats = AgentStats()
+    fs = cgroup_fs(config)
+    (memory,) = [c for c in cgroup_collectors(config, fs, stats, ebpf_memory=True) if c.name == "memory_cgroup"]
+    workload = PodInfo(uid="", name="w", namespace="", cgroup_path=v1_only)
+    announced = PodInfo(uid=pod.uid, name="p", namespace="n", qos_class="Burstable",
+                        containers=(ContainerInfo("app", pod.container_id, "containerd"),))
+    targets = pod_mapper(config, fs, stats).map([announced, workload])
+    assert [c.cgroup_id is not None for c in targets[0].containers] == [True]
+    assert [c.cgroup_id for c in targets[1].containers] == [None]
+    snap = memory.collect(targets)
+    assert pod.uid not in snap.points
+    (faults,) = snap.points[workload.key][MAJOR_FAULTS]
+    with open(os.path.join(CGROUP_ROOT, "memory", v1_only, "memory.stat")) as f:
+        assert faults.value == parse_memory_stat(f.read()).major_faults

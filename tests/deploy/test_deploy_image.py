@@ -391,7 +391,12 @@ def test_agent_runs_from_the_image_exports_and_flushes_on_sigterm(
     launcher = subprocess.Popen([str(CHROOT_SH), "run", "--caps", ",".join(daemonset_caps()), "--", *cmd],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        first = receiver.wait_for(1, timeout=120)[0]
+        try:
+            first = receiver.wait_for(1, timeout=120)[0]
+        except TimeoutError:
+            launcher.kill()
+            raise AssertionError("no export from the image's agent:\n" +
+                                 (launcher.stdout.read() if launcher.stdout else "")[-3000:]) from None
         assert first.protocol == "grpc"
         resources = [resource_attrs(rm) for rm in first.request.resource_metrics]
         agent = next(r for r in resources if r.get("service.name") == "kpod-otel")
