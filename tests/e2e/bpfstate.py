@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 
 V2_ROOT = "/sys/fs/cgroup/unified"
 
@@ -37,10 +38,26 @@ def loaded_prog_ids() -> set[int]:
 
 def cgroup_attachments(root: str = V2_ROOT) -> dict[int, tuple[str, str]]:
     """prog id -> (cgroup, attach type) of every program attached in the v2 hierarchy."""
-    out = subprocess.run(["bpftool", "cgroup", "tree", "-j", root], check=True, capture_output=True,
-                         text=True).stdout
+    # bpftool walks the tree and fails when a cgroup disappears under it (other tests remove theirs at
+    # any time): try again
+    for _ in range(10):
+        proc = subprocess.run(["bpftool", "cgroup", "tree", "-j", root], capture_output=True, text=True)
+        if proc.returncode == 0:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"bpftool cgroup tree failed: {proc.stderr.strip()}")
+    out = proc.stdout
     attached: dict[int, tuple[str, str]] = {}
     for entry in json.loads(out or "[]"):
         for prog in entry.get("programs", []):
             attached[int(prog["id"])] = (entry["cgroup"], prog["attach_type"])
     return attached
+
+
+def recursion_misses(ids: set[int], name_prefix: str = "") -> int:
+    """Events the kernel did not run these programs for because another tracing program was running
+    on the same CPU (`recursion_misses` of `bpftool prog show`)."""
+    out = subprocess.run(["bpftool", "prog", "show", "-j"], check=True, capture_output=True, text=True).stdout
+    return sum(int(p.get("recursion_misses", 0)) for p in json.loads(out or "[]")
+               if int(p["id"]) in ids and str(p.get("name", "")).startswith(name_prefix))

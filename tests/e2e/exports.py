@@ -67,8 +67,8 @@ def matching(resource: dict[str, Any], metric: str, **want: object) -> list[Any]
 
 def number(resource: dict[str, Any], metric: str, **want: object) -> float:
     """Sum over the points of `metric` whose attributes include `want` (0 when there are none)."""
-    return sum(dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
-               for dp in matching(resource, metric, **want))
+    return float(sum(dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
+                     for dp in matching(resource, metric, **want)))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,7 @@ from tests.cgroup.test_disk_io_real import CHUNK, DIRECT_IO, HUGE_BPS, READS, WR
 from tests.cgroup.test_iface_net_real import link_stats
 from tests.cgroup.test_memory_real import LIMIT
 from tests.conftest import require, require_bcc
-from tests.e2e.bpfstate import cgroup_attachments, loaded_prog_ids, prog_ids_held_by
+from tests.e2e.bpfstate import cgroup_attachments, loaded_prog_ids, prog_ids_held_by, recursion_misses
 from tests.e2e.exports import CUMULATIVE, Cycle, Hist, histogram, matching, number, points, wait_cycle_after
 from tests.e2e.node import Node, NodePod
 from tests.fakes.k8s import NODE, FakeCluster, FakeServer, make_pod
@@ -64,6 +65,7 @@ N_FAIL, M_OK = 3000, 1000
 FRAMES = 7  # frames of an unknown EtherType: the receiving veth counts each as an rx drop
 SPIN_S = "0.8"
 INTERVAL_MS = 2000
+SCHED_PROGRAMS = "tracepoint__sched__"  # bcc names a TRACEPOINT_PROBE program after its tracepoint
 
 # metric -> (OTLP data kind, unit, level) as DESIGN §2 specifies them
 SEED_METRICS: dict[str, tuple[str, str, str]] = {
@@ -138,6 +140,22 @@ def df(path: Path) -> dict[str, int]:
 
 def container_attrs(pod: NodePod, name: str) -> dict[str, object]:
     return {"k8s.container.name": name, "container.id": pod.container_ids[name]}
+
+
+@dataclass(frozen=True)
+class Truth:
+    """The independent counters of the workloads' kernel objects at one moment (or a difference)."""
+
+    switches: int  # web/app processes' context switches (/proc/<pid>/task/*/status)
+    run_delay_ns: int  # their run-queue wait (/proc/<pid>/task/*/schedstat)
+    arrivals: int  # their switch-ins (same file)
+    retrans_web: int  # RetransSegs of each pod's netns (/proc/net/snmp)
+    retrans_worker: int
+    majflt: int  # pgmajfault of web/app's v1 memory cgroup
+    oom: int  # oom_kill of worker/sidecar's v1 memory cgroup
+
+    def __sub__(self, other: Truth) -> Truth:
+        return Truth(*(a - b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
 
 def hist_delta(after: Hist | None, before: Hist | None) -> Hist:
@@ -255,7 +273,7 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         # --- the agent, exactly as a user runs it -------------------------------------------------
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KPOD_", "KUBERNETES_"))}
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
-        progs_before, attached_before = loaded_prog_ids(), cgroup_attachments()
+        progs_before = loaded_prog_ids()
         started = time.monotonic()
         agent = subprocess.Popen([str(kpod_otel), "run", "--config", str(agent_config(tmp_path, api, ca))],
                                  env=env, stdout=agent_log, stderr=subprocess.STDOUT)
@@ -270,13 +288,15 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         # --- baseline: every workload is parked, its counters are stable ---------------------------
         app_pids = [w.pid for w in (*spinners, server, faulter)]
         app_mem, main_blkio = web.cgroup_dir("memory", "app"), worker.cgroup_dir("blkio", "main")
-        truth0 = {
-            "switches": sum(ctx_switches_of(p) for p in app_pids),
-            "schedstat": [schedstat_of(p) for p in app_pids],
-            "retrans": (retrans_segs(web.net.name), retrans_segs(worker.net.name)),
-            "majflt": v1_stat(app_mem, "pgmajfault"),
-            "oom": v1_oom_kills(sidecar_mem),
-        }
+        def measure() -> Truth:
+            sched = [schedstat_of(p) for p in app_pids]
+            return Truth(switches=sum(ctx_switches_of(p) for p in app_pids),
+                         run_delay_ns=sum(d for d, _ in sched), arrivals=sum(n for _, n in sched),
+                         retrans_web=retrans_segs(web.net.name), retrans_worker=retrans_segs(worker.net.name),
+                         majflt=v1_stat(app_mem, "pgmajfault"), oom=v1_oom_kills(sidecar_mem))
+
+        truth0 = measure()
+        sched_misses0 = recursion_misses(ours, SCHED_PROGRAMS)
         base = wait_cycle_after(receiver, time.time_ns())
 
         # --- one round of everything at once ------------------------------------------------------
@@ -291,28 +311,22 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         subprocess.run(["ip", "netns", "exec", worker.net.name, PYTHON, "-c", UNKNOWN_ETHERTYPE,
                         worker.net.ifname, web.net.mac, str(FRAMES)], check=True)
 
-        spin = [schedstat_of(p) for p in app_pids]
-        truth = {
-            "switches": sum(ctx_switches_of(p) for p in app_pids) - truth0["switches"],
-            "run_delay_s": sum(a[0] - b[0] for a, b in zip(spin, truth0["schedstat"], strict=True)) / 1e9,
-            "arrivals": sum(a[1] - b[1] for a, b in zip(spin, truth0["schedstat"], strict=True)),
-            "retrans_web": retrans_segs(web.net.name) - truth0["retrans"][0],
-            "retrans_worker": retrans_segs(worker.net.name) - truth0["retrans"][1],
-            "oom": v1_oom_kills(sidecar_mem) - truth0["oom"],
-        }
+        truth = measure() - truth0
+        sched_misses = recursion_misses(ours, SCHED_PROGRAMS) - sched_misses0
         # memcg statistics are flushed lazily (at the latest every 2 s): take the first cycle that has
         # the kernel's final count, within a few cycles
         t_done = time.time_ns()
         deadline = time.monotonic() + 5 * INTERVAL_MS / 1000
         while True:
             final = wait_cycle_after(receiver, t_done)
-            majflt = v1_stat(app_mem, "pgmajfault") - truth0["majflt"]
+            majflt = v1_stat(app_mem, "pgmajfault") - truth0.majflt
             faults = (number(final.pod(web.uid), "kpod.mem.major.page.faults", **container_attrs(web, "app"))
                       - number(base.pod(web.uid), "kpod.mem.major.page.faults", **container_attrs(web, "app")))
             if faults == majflt or time.monotonic() > deadline:
                 break
             t_done = final.at_ns
-        ops = blkio_ops(main_blkio, disk)
+        ops = blkio(main_blkio, "io_serviced", disk)
+        moved = blkio(main_blkio, "io_service_bytes", disk)
         links = {name: link_stats(pods[name].net) for name in ("web", "worker")}
         filesystems = {name: df(path) for name, path in volumes.items()}
 
@@ -352,13 +366,18 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
 
         # --- values against the truth -------------------------------------------------------------
         # CPU (web/app: the two spinners, the server, the faulter): /proc's per-thread counters
-        assert delta("kpod.cpu.context.switches", web, "app") == truth["switches"] > 0
+        assert delta("kpod.cpu.context.switches", web, "app") == truth.switches > 0
+        run_delay_s = truth.run_delay_ns / 1e9
         rq = hdelta("kpod.cpu.runqueue.latency", web, "app")
-        arrivals = truth["arrivals"]
+        arrivals = truth.arrivals
         assert arrivals > 20
-        assert arrivals - max(2, arrivals // 100) <= rq.count <= arrivals, (rq.count, arrivals)
+        # One wait per switch-in. The kernel skips a tracing program that would nest in another one on
+        # the same CPU (a wakeup from an interrupt while a syscall program runs: the comprehensive
+        # profile makes that common); each skip loses at most one wait, and bpftool counts the skips.
+        assert arrivals - max(2, arrivals // 100) - sched_misses <= rq.count <= arrivals, \
+            (rq.count, arrivals, sched_misses)
         assert sum(rq.bucket_counts) == rq.count
-        assert abs(rq.sum - truth["run_delay_s"]) <= 0.1 * truth["run_delay_s"] + 10e-6 * rq.count
+        assert abs(rq.sum - run_delay_s) <= 0.1 * run_delay_s + 10e-6 * rq.count
         assert sum(c for b, c in zip(rq.bounds, rq.bucket_counts, strict=False) if b >= 1e-3) >= 5
 
         # TCP over the lossy veth: the bytes the test sent (+1 per connection and direction for the FIN)
@@ -368,16 +387,16 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         assert 0 <= delta("kpod.net.tcp.bytes.received", worker, "main") - CONNS * REPLY <= CONNS
         assert delta("kpod.net.tcp.connections", worker, "main") == CONNS  # active opens
         assert delta("kpod.net.tcp.connections", web, "app") == CONNS  # passive, charged to the listener
-        assert truth["retrans_worker"] > 5  # the drops worked
-        assert delta("kpod.net.tcp.retransmits", worker, "main") == truth["retrans_worker"]
-        assert delta("kpod.net.tcp.retransmits", web, "app") == truth["retrans_web"]
+        assert truth.retrans_worker > 5  # the drops worked
+        assert delta("kpod.net.tcp.retransmits", worker, "main") == truth.retrans_worker
+        assert delta("kpod.net.tcp.retransmits", web, "app") == truth.retrans_web
         for pod, c in ((worker, "main"), (web, "app")):
             rtt = hdelta("kpod.net.tcp.rtt", pod, c)
             assert rtt.count > 0 and sum(rtt.bucket_counts) == rtt.count
             assert 0 < rtt.sum / rtt.count < 0.2  # a veth: far below 200 ms
 
         # memory: the v1 memory controller's own counters
-        assert delta("kpod.mem.oom.kills", worker, "sidecar") == truth["oom"] == 1
+        assert delta("kpod.mem.oom.kills", worker, "sidecar") == truth.oom == 1
         assert delta("kpod.mem.oom.kills", worker, "main") == 0
         assert faults == majflt >= 1000  # 2048 cold pages, one fault each
 
@@ -393,10 +412,15 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         # disk (worker/main, O_DIRECT): the bytes moved, and the operations the kernel counted
         dev = {"system.device": disk_name}
         assert delta("kpod.disk.written.bytes", worker, "main", **dev) == CHUNK * WRITES
-        assert delta("kpod.disk.read.bytes", worker, "main", **dev) == CHUNK * READS
-        reads = number(final.pod(worker.uid), "kpod.disk.reads", **container_attrs(worker, "main"), **dev)
-        writes = number(final.pod(worker.uid), "kpod.disk.writes", **container_attrs(worker, "main"), **dev)
-        assert (reads, writes) == ops
+        # reads: ours, plus whatever the container's other processes paged in from disk meanwhile (the
+        # TCP client imports a module in its round): bounded, and exactly what the kernel counted
+        read_bytes = delta("kpod.disk.read.bytes", worker, "main", **dev)
+        assert CHUNK * READS <= read_bytes <= CHUNK * READS + (1 << 20), read_bytes
+        final_main = final.pod(worker.uid)
+        assert tuple(number(final_main, f"kpod.disk.{m}.bytes", **container_attrs(worker, "main"), **dev)
+                     for m in ("read", "written")) == moved
+        assert tuple(number(final_main, f"kpod.disk.{m}", **container_attrs(worker, "main"), **dev)
+                     for m in ("reads", "writes")) == ops
         assert delta("kpod.disk.writes", worker, "main", **dev) >= WRITES
         assert delta("kpod.disk.reads", worker, "main", **dev) >= READS
 
@@ -422,27 +446,42 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
             assert {m: number(res, m, **mp) for m in filesystems[name]} == filesystems[name]
             assert filesystems[name]["kpod.fs.usage.bytes"] >= (3 << 20 if name == "web" else 1 << 20)
 
-        # --- a pod goes: API DELETED + its cgroups removed; its Resource leaves after a final cycle --
+        # --- a pod goes. First the API object (as with `kubectl delete --force --grace-period=0`: the
+        # DELETED event arrives while the pod's processes and cgroups still exist): the Resource gets
+        # its final cycle with its last cumulative values, then leaves although its cgroups linger.
+        # Then the kubelet's part: processes killed, volume unmounted, cgroups removed.
+        def cycles_until_gone(since_ns: int) -> list[Cycle]:
+            seen: list[Cycle] = []
+            while len(seen) < 8:
+                seen.append(wait_cycle_after(receiver, seen[-1].at_ns if seen else since_ns))
+                if len(seen) >= 2 and all(worker.uid not in x.resources for x in seen[-2:]):
+                    break
+            return seen
+
+        sent = number(final.pod(worker.uid), "kpod.net.tcp.bytes.sent", **container_attrs(worker, "main"))
         t_delete = time.time_ns()
         cluster.delete_pod(worker.uid)
+        after_delete = cycles_until_gone(t_delete)
+        with_worker = [x for x in after_delete if worker.uid in x.resources]
+        assert all(worker.uid not in x.resources for x in after_delete[-2:]), "the deleted pod stays"
+        # its final cycle (and, at most, one more that started before the watch event arrived), first
+        assert 1 <= len(with_worker) <= 2 and after_delete[:len(with_worker)] == with_worker
+        assert number(with_worker[-1].pod(worker.uid), "kpod.net.tcp.bytes.sent",
+                      **container_attrs(worker, "main")) == sent
+        t_removed = time.time_ns()
         node.delete_pod(worker)
-        after_delete = []
-        while len(after_delete) < 8:
-            c = wait_cycle_after(receiver, after_delete[-1].at_ns if after_delete else t_delete)
-            after_delete.append(c)
-            if len(after_delete) >= 2 and all(worker.uid not in x.resources for x in after_delete[-2:]):
-                break
-        with_worker = [c for c in after_delete if worker.uid in c.resources]
-        assert all(worker.uid not in c.resources for c in after_delete[-2:]), "the deleted pod stays"
-        # a cycle already running at the deletion, then exactly one final cycle
-        assert len(with_worker) <= 2 and after_delete[:len(with_worker)] == with_worker
-        assert all(web.uid in c.resources for c in after_delete)
+        after_removal = cycles_until_gone(t_removed)[:2]
+        assert len(after_removal) == 2 and all(worker.uid not in x.resources for x in after_removal)
+        assert all(web.uid in x.resources for x in [*after_delete, *after_removal])
 
         # --- SIGTERM: a final export, exit 0, nothing of ours left in the kernel ------------------
-        exports_before_term = len(receiver.received)
+        t_term = time.time_ns()
         agent.send_signal(signal.SIGTERM)
         assert agent.wait(timeout=30) == 0
-        assert len(receiver.wait_for(exports_before_term + 1, timeout=5)) == exports_before_term + 1
+        last = cycle_of_resources(receiver.received[-1].request)
+        # the final export: collected after the signal, with the surviving pod and the agent's Resource
+        assert wait_cycle_after(receiver, t_term, timeout=1).at_ns > t_term
+        assert web.uid in last and "kpod-otel" in last
         assert not ours & loaded_prog_ids(), "BPF programs of the agent are still loaded"
         assert not ours & set(cgroup_attachments()), "cgroup attachments of the agent are left"
 
@@ -461,7 +500,9 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         assert TOKEN not in log_text
         assert "final export" in log_text
         print(f"e2e: first export {startup_s:.1f} s after start; {len(receiver.received)} exports; "
-              f"runqueue waits {rq.count}/{arrivals}, retransmits {truth['retrans_worker']}, "
+              f"runqueue waits {rq.count}/{arrivals} ({sched_misses} sched program runs skipped), "
+              f"retransmits {truth.retrans_worker}, "
+              f"deleted pod in {len(with_worker)} cycle(s) after its deletion, "
               f"syscalls {calls:.0f} ({errors:.0f} errors), major faults {faults:.0f}")
     finally:
         if agent is not None and agent.poll() is None:
@@ -474,11 +515,14 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
             sys.stderr.write((tmp_path / "agent.log").read_text()[-5000:])
 
 
-def blkio_ops(blkio_dir: Path, disk: str) -> tuple[int, int]:
-    from kpod_otel.cgroup.parsers import parse_blkio_stat
-
-    text = (blkio_dir / "blkio.throttle.io_serviced_recursive").read_text()
-    return parse_blkio_stat(text).reads_writes().get(disk, (0, 0))
+def blkio(blkio_dir: Path, stat: str, disk: str) -> tuple[int, int]:
+    """(Read, Write) of one disk in a v1 `blkio.throttle.<stat>_recursive` file ("maj:min Read N")."""
+    values = {"Read": 0, "Write": 0}
+    for line in (blkio_dir / f"blkio.throttle.{stat}_recursive").read_text().splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0] == disk and fields[1] in values:
+            values[fields[1]] = int(fields[2])
+    return values["Read"], values["Write"]
 
 
 def cycle_of_resources(req: Any) -> dict[str, dict[str, Any]]:
