@@ -147,6 +147,7 @@ class Truth:
     """The independent counters of the workloads' kernel objects at one moment (or a difference)."""
 
     switches: int  # web/app processes' context switches (/proc/<pid>/task/*/status)
+    involuntary: int  # of which nonvoluntary (preempted)
     run_delay_ns: int  # their run-queue wait (/proc/<pid>/task/*/schedstat)
     arrivals: int  # their switch-ins (same file)
     retrans_web: int  # RetransSegs of each pod's netns (/proc/net/snmp)
@@ -291,6 +292,7 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         def measure() -> Truth:
             sched = [schedstat_of(p) for p in app_pids]
             return Truth(switches=sum(ctx_switches_of(p) for p in app_pids),
+                         involuntary=sum(ctx_switches_of(p, ("nonvoluntary",)) for p in app_pids),
                          run_delay_ns=sum(d for d, _ in sched), arrivals=sum(n for _, n in sched),
                          retrans_web=retrans_segs(web.net.name), retrans_worker=retrans_segs(worker.net.name),
                          majflt=v1_stat(app_mem, "pgmajfault"), oom=v1_oom_kills(sidecar_mem))
@@ -367,6 +369,9 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         # --- values against the truth -------------------------------------------------------------
         # CPU (web/app: the two spinners, the server, the faulter): /proc's per-thread counters
         assert delta("kpod.cpu.context.switches", web, "app") == truth.switches > 0
+        # the spinners preempt each other: involuntary switches, told apart as the kernel does
+        assert delta("kpod.cpu.context.switches", web, "app", **{"kpod.switch.type": "involuntary"}) \
+            == truth.involuntary > 20
         run_delay_s = truth.run_delay_ns / 1e9
         rq = hdelta("kpod.cpu.runqueue.latency", web, "app")
         arrivals = truth.arrivals
