@@ -208,6 +208,9 @@ def agent_config(tmp_path: Path, api: FakeServer, ca: TestCA) -> Path:
     return cfg
 
 
+@pytest.mark.root
+@pytest.mark.bpf
+@pytest.mark.slow
 def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Path) -> None:
     kpod_otel = Path(sys.executable).parent / "kpod-otel"
     require(kpod_otel.exists(), f"needs the kpod-otel console script next to {sys.executable}")
@@ -444,9 +447,12 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         assert ifdelta["kpod.net.iface.rx.bytes"] >= CONNS * PAYLOAD * (100 - DROP_PERCENT) // 100
         assert ifdelta["kpod.net.iface.tx.bytes"] >= CONNS * REPLY
 
-        # filesystems: what `df` says about each pod's tmpfs volume
+        # filesystems: what `df` says about each pod's tmpfs volume; and no container root: the
+        # containers' processes see the node's own disk at "/", which is not the container's usage
         for name in ("web", "worker"):
             res = final.pod(pods[name].uid)
+            assert {a["system.filesystem.mountpoint"] for m in SEED_METRICS if m.startswith("kpod.fs.")
+                    for a, _ in points(res, m)} == {str(volumes[name])}
             mp = {"system.filesystem.mountpoint": str(volumes[name])}
             assert {m: number(res, m, **mp) for m in filesystems[name]} == filesystems[name]
             assert filesystems[name]["kpod.fs.usage.bytes"] >= (3 << 20 if name == "web" else 1 << 20)
