@@ -292,6 +292,7 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         # --- baseline: every workload is parked, its counters are stable ---------------------------
         app_pids = [w.pid for w in (*spinners, server, faulter)]
         app_mem, main_blkio = web.cgroup_dir("memory", "app"), worker.cgroup_dir("blkio", "main")
+
         def measure() -> Truth:
             sched = [schedstat_of(p) for p in app_pids]
             return Truth(switches=sum(ctx_switches_of(p) for p in app_pids),
