@@ -106,12 +106,10 @@ TRACEPOINT_PROBE(sched, sched_switch) {
     return 0;
 }
 
-// A removed cgroup's entries go with it (the agent also sweeps against the live cgroup tree).
+// A removed cgroup's entries are deleted by user space after one more read (see kpod.h).
 TRACEPOINT_PROBE(cgroup, cgroup_rmdir) {
     if (args->root != KPOD_V2_HIERARCHY)
         return 0;
-    u64 id = args->id;
-    ctx_switches.delete(&id);
-    runq_latency.delete(&id);
+    kpod_note_removed(args->id);
     return 0;
 }

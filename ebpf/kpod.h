@@ -34,6 +34,16 @@ static __always_inline void kpod_count_failure(int map_index, int err) {
         __sync_fetch_and_add(n, 1);
 }
 
+// Ids of removed cgroups (cgroup:cgroup_rmdir). Their entries stay until user space has read them once
+// more and deletes them: a container's last events (the OOM kill that ended it) must reach the export,
+// not vanish with its cgroup.
+BPF_HASH(removed_cgroups, u64, u8, KPOD_MAX_CGROUPS);
+
+static __always_inline void kpod_note_removed(u64 id) {
+    u8 one = 1;
+    removed_cgroups.update(&id, &one);
+}
+
 static __always_inline unsigned int kpod_slot(u64 v) {
     unsigned int slot = bpf_log2l(v);
     return slot < KPOD_HIST_SLOTS ? slot : KPOD_HIST_SLOTS - 1;

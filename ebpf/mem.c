@@ -54,11 +54,10 @@ int kpod_major_fault(void *ctx) {
     return 0;
 }
 
+// A removed cgroup's entries are deleted by user space after one more read (see kpod.h).
 TRACEPOINT_PROBE(cgroup, cgroup_rmdir) {
     if (args->root != KPOD_V2_HIERARCHY)
         return 0;
-    u64 id = args->id;
-    oom_kills.delete(&id);
-    major_faults.delete(&id);
+    kpod_note_removed(args->id);
     return 0;
 }

@@ -69,13 +69,10 @@ TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
     return 0;
 }
 
+// A removed cgroup's entries are deleted by user space after one more read (see kpod.h).
 TRACEPOINT_PROBE(cgroup, cgroup_rmdir) {
     if (args->root != KPOD_V2_HIERARCHY)
         return 0;
-    u64 id = args->id;
-    syscalls.delete(&id);
-#ifdef KPOD_SYSCALL_LATENCY
-    syscall_latency.delete(&id);
-#endif
+    kpod_note_removed(args->id);
     return 0;
 }

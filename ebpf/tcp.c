@@ -177,11 +177,10 @@ int kpod_tcp_sockops(struct bpf_sock_ops *skops) {
     return 1;
 }
 
+// A removed cgroup's entries are deleted by user space after one more read (see kpod.h).
 TRACEPOINT_PROBE(cgroup, cgroup_rmdir) {
     if (args->root != KPOD_V2_HIERARCHY)
         return 0;
-    u64 id = args->id;
-    tcp_counts.delete(&id);
-    tcp_rtt.delete(&id);
+    kpod_note_removed(args->id);
     return 0;
 }

@@ -95,6 +95,10 @@ class Target:
     # Pod-level cgroups that belong to no named container (the pause/sandbox container): their
     # eBPF events are charged to the pod with no container attributes.
     sandbox_cgroup_ids: tuple[int, ...] = ()
+    # Containers (and the pod's own cgroups, as pod-level ids) removed since the last cycle: their files
+    # are gone, but the eBPF maps still hold their final counts for exactly this one cycle.
+    departed_containers: tuple[ContainerTarget, ...] = ()
+    departed_cgroup_ids: tuple[int, ...] = ()
     host_network: bool = False
     pids: tuple[int, ...] = ()  # a few pids of the pod, for /proc/<pid>/ns/net and mountinfo
     volumes_dir: str = ""  # host path of the kubelet's pods/<uid>/volumes directory, if known

@@ -27,12 +27,12 @@ class Owner:
 def owners_by_cgroup(targets: Sequence[Target]) -> dict[int, Owner]:
     owners: dict[int, Owner] = {}
     for target in targets:
-        for container in target.containers:
+        for container in (*target.containers, *target.departed_containers):
             if container.cgroup_id is not None:
                 attrs = tuple(sorted(container.attributes().items()))
                 owners[container.cgroup_id] = Owner(target.key, attrs)
         pod_level = Owner(target.key, ())
-        for cgroup_id in (*target.sandbox_cgroup_ids, target.cgroup_id):
+        for cgroup_id in (*target.sandbox_cgroup_ids, *target.departed_cgroup_ids, target.cgroup_id):
             if cgroup_id is not None:
                 owners.setdefault(cgroup_id, pod_level)
     return owners

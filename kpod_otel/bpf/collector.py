@@ -17,6 +17,7 @@ from kpod_otel.selfmetrics import AgentStats
 
 log = logging.getLogger(__name__)
 
+REMOVED_MAP = "removed_cgroups"  # kpod.h: ids noted by the cgroup_rmdir hook
 SWEEP_EVERY_CYCLES = 40  # ~10 min at 15 s: removed cgroups the rmdir tracepoint missed (agent restarts)
 SWEEP_FILL_RATIO = 0.8  # sweep at once when a per-cgroup map is this full
 
@@ -52,6 +53,8 @@ class BpfCollector(Collector):
         if not self._program.loaded:
             return snap
         try:
+            # Removed cgroups noted before this read have their final values in it; delete them after.
+            removed = self._removed_cgroups()
             keys = self._read(owners_by_cgroup(targets), snap)
         except Exception as exc:  # a map read failing must not take the agent down
             log.warning("%s: reading BPF maps failed: %s", self.name, exc)
@@ -59,8 +62,20 @@ class BpfCollector(Collector):
             return CollectorSnapshot()
         self._program.report({name: len(ids) for name, ids in keys.items()})
         self._cycles += 1
+        if removed:
+            self._forget(removed)
         self._maybe_sweep(keys)
         return snap
+
+    def _removed_cgroups(self) -> set[int]:
+        table = self._program.table(REMOVED_MAP)
+        return {int(k.value) for k in table}
+
+    def _forget(self, removed: set[int]) -> None:
+        """Delete the entries of cgroups removed before this cycle's read (which exported them once more)."""
+        for name in self._program.spec.cgroup_maps:
+            delete_keys(self._program.table(name), removed)
+        delete_keys(self._program.table(REMOVED_MAP), removed)
 
     def _maybe_sweep(self, keys: dict[str, set[int]]) -> None:
         fullest = max((len(ids) for ids in keys.values()), default=0)

@@ -87,6 +87,13 @@ class _PodState:
     # Cycles until an incomplete state is re-derived: a completed init container keeps its id in the
     # pod status but its cgroup is gone for good, so retrying every cycle would be wasted work.
     retry_in: int = 0
+    # Containers no longer announced (a restarted container's previous instance) whose cgroups still
+    # exist: still reported as themselves, not folded into the pod.
+    retired: dict[str, ContainerTarget] = field(default_factory=dict)
+    # Cgroups removed since the last cycle, reported once more so the final eBPF counts (which the
+    # kernel keeps for one more read) reach the export; cleared after one cycle.
+    departed: tuple[ContainerTarget, ...] = ()
+    departed_ids: tuple[int, ...] = ()
 
 
 class PodCgroupMapper:
@@ -166,11 +173,21 @@ class PodCgroupMapper:
         state = self._state.get(key)
         container_ids = frozenset(c.container_id for c in pod.containers if c.container_id)
         if state is not None and not self._fs.exists(state.cgroup_path):
-            state = None  # the pod's cgroup went away (or was recreated elsewhere)
+            # The pod's cgroup went away: one last Target with its old cgroup ids, so the final eBPF
+            # counts (the kernel keeps them for one more read) are exported; rebuilt next cycle.
+            del self._state[key]
+            return Target(key=key, resource=self.resource(pod), host_network=pod.host_network,
+                          namespace=pod.namespace, volumes_dir=self._volumes_dir(pod),
+                          departed_containers=(*state.containers.values(), *state.retired.values(),
+                                               *state.departed),
+                          departed_cgroup_ids=tuple(i for i in (state.cgroup_id, *state.sandbox_ids,
+                                                                *state.departed_ids) if i is not None))
         if state is not None and not state.complete and state.container_ids == container_ids:
             state.retry_in -= 1
         stale = state is None or state.container_ids != container_ids or (
             not state.complete and state.retry_in <= 0)
+        if state is not None and not stale:
+            self._retire_removed(state)
         if state is None or stale:
             state = self._build_state(key, pod, container_ids, previous=state)
             if state is None:
@@ -179,18 +196,22 @@ class PodCgroupMapper:
                               namespace=pod.namespace,
                               volumes_dir=self._volumes_dir(pod))
             self._state[key] = state
-        return Target(
+        target = Target(
             key=key,
             resource=self.resource(pod),
             cgroup_path=state.cgroup_path,
             cgroup_id=state.cgroup_id,
-            containers=tuple(state.containers.values()),
+            containers=(*state.containers.values(), *state.retired.values()),
             sandbox_cgroup_ids=state.sandbox_ids,
+            departed_containers=state.departed,
+            departed_cgroup_ids=state.departed_ids,
             host_network=pod.host_network,
             pids=self._pids(state),
             volumes_dir=self._volumes_dir(pod),
             namespace=pod.namespace,
         )
+        state.departed, state.departed_ids = (), ()
+        return target
 
     def _volumes_dir(self, pod: PodInfo) -> str:
         if not pod.uid:
@@ -242,8 +263,13 @@ class PodCgroupMapper:
             )
         state.complete = found == len(container_ids)
         state.retry_in = 0 if state.complete else self._incomplete_retry_cycles
-        # Child cgroups that are containers but none of the announced ones: the sandbox (pause).
-        claimed = {os.path.basename(c.cgroup_path) for c in state.containers.values()}
+        if previous is not None:
+            for cid, c in {**previous.retired, **previous.containers}.items():
+                if cid not in state.containers:
+                    state.retired[cid] = c
+            self._retire_removed(state, departed=previous.departed, departed_ids=previous.departed_ids)
+        # Child cgroups that are containers but none of the announced (or retired) ones: the sandbox.
+        claimed = {os.path.basename(c.cgroup_path) for c in (*state.containers.values(), *state.retired.values())}
         sandbox: list[str] = []
         for name in sorted(self._fs.children(pod_path)):
             parsed = parse_container_dir_name(name)
@@ -251,7 +277,16 @@ class PodCgroupMapper:
                 sandbox.append(f"{pod_path}/{name}")
         state.sandbox_paths = tuple(sandbox)
         state.sandbox_ids = tuple(i for i in (self._fs.cgroup_id(p) for p in sandbox) if i is not None)
+        if previous is not None:
+            state.departed_ids += tuple(i for i in previous.sandbox_ids if i not in state.sandbox_ids)
         return state
+
+    def _retire_removed(self, state: _PodState, departed: tuple[ContainerTarget, ...] = (),
+                        departed_ids: tuple[int, ...] = ()) -> None:
+        """Retired containers whose cgroup is gone now depart (one more cycle for their eBPF counts)."""
+        gone = [cid for cid, c in state.retired.items() if not self._fs.exists(c.cgroup_path)]
+        state.departed = (*departed, *(state.retired.pop(cid) for cid in gone))
+        state.departed_ids = departed_ids
 
     def _pids(self, state: _PodState) -> tuple[int, ...]:
         """A few live pids of the pod, the sandbox's first (it holds the pod's network namespace)."""

@@ -11,7 +11,7 @@ from kpod_otel.bpf.fdinfo import ProgRunStats, parse_prog_fdinfo
 from kpod_otel.bpf.histogram import BOUNDS_SECONDS, SLOTS, RawHistogram, to_point
 from kpod_otel.bpf.program import BpfEnvironment
 from kpod_otel.bpf.tracefs import TracepointNeed, check_tracepoint, parse_format_fields
-from kpod_otel.collectors.cpu_sched import CpuSchedCollector
+from kpod_otel.collectors.cpu_sched import CONTEXT_SWITCHES, CpuSchedCollector
 from kpod_otel.config import CgroupConfig, Config
 from kpod_otel.model import ContainerTarget, Target
 from kpod_otel.selfmetrics import AgentStats
@@ -93,21 +93,29 @@ def test_histogram_point_shape() -> None:
     assert p.sum == 5.0 and p.count == 6
 
 
-def test_removed_cgroups_leave_the_maps(cpu_collector: CpuSchedCollector, cgroups: CgroupFactory) -> None:
+def test_removed_cgroups_are_read_once_more_then_leave_the_maps(cpu_collector: CpuSchedCollector,
+                                                               cgroups: CgroupFactory) -> None:
     a = cgroups.make("gone")
     t = target_for("a", a)
     w = Workload("os.getpid()")
     try:
         a.add(w.pid)
         w.run()
-        assert cpu_collector.collect([t]).points  # the cgroup has entries
+        before = cpu_collector.collect([t]).points[t.key][CONTEXT_SWITCHES]  # the cgroup has entries
+        w.run()  # more switches after that read...
     finally:
         w.stop()
     gone_id = a.id
     table = cpu_collector._program.table("ctx_switches")
+    a.remove()  # ...then the cgroup goes: the hook only notes its id
     assert any(int(k.value) == gone_id for k in table)
-    a.remove()  # cgroup:cgroup_rmdir drops its entries in the kernel
+    # The next cycle still exports its final value (the events since the last read are not lost)...
+    after = cpu_collector.collect([t]).points[t.key][CONTEXT_SWITCHES]
+    assert sum(o.value for o in after) > sum(o.value for o in before)
+    # ...and deletes its entries once read.
     assert not any(int(k.value) == gone_id for k in table)
+    assert not any(int(k.value) == gone_id for k in cpu_collector._program.table("removed_cgroups"))
+    assert t.key not in cpu_collector.collect([t]).points
     # An entry the tracepoint missed (e.g. written while the agent was down) goes at the next sweep;
     # the entry of a live cgroup stays.
     live = cgroups.make("live")

@@ -125,17 +125,34 @@ def test_mapper_follows_container_changes_and_pod_removal(fs: CgroupFS, cgroup_t
     restarted = PodInfo(uid=pod.uid, name="web-0", namespace="shop",
                         containers=(ContainerInfo("app", new_id),))
     (second,) = mapper.map([restarted])
-    assert [c.cgroup_path for c in second.containers] == [f"{pod.pod_path}/crio-{new_id}.scope"]
-    # the old scope now belongs to no announced container: counted as the pod's (sandbox-like)
-    expected_sandbox = {os.stat(os.path.join(UNIFIED, p)).st_ino
-                        for p in (pod.container_path, pod.sandbox_path)}
-    assert set(second.sandbox_cgroup_ids) == expected_sandbox
+    new_path = f"{pod.pod_path}/crio-{new_id}.scope"
+    # the previous instance keeps its own identity while its scope exists (not folded into the pod)
+    assert [(c.container_id, c.cgroup_path) for c in second.containers] == [
+        (new_id, new_path), (pod.container_id, pod.container_path)]
+    assert set(second.sandbox_cgroup_ids) == {os.stat(os.path.join(UNIFIED, pod.sandbox_path)).st_ino}
+    assert second.departed_containers == ()
 
-    # the pod's cgroups disappear: the Target keeps its identity but has no cgroup any more
-    for rel in (f"{pod.pod_path}/crio-conmon-{new_id}.scope", f"{pod.pod_path}/crio-{new_id}.scope",
-                pod.container_path, pod.sandbox_path, pod.pod_path):
+    # the previous instance's scope is removed: reported once more as departed (its final eBPF counts),
+    # then no more
+    old_id = os.stat(os.path.join(UNIFIED, pod.container_path)).st_ino
+    for h in ("memory", "blkio", "cpu", "pids", "unified"):
+        os.rmdir(os.path.join(CGROUP_ROOT, h, pod.container_path))
+    (after_removal,) = mapper.map([restarted])
+    assert [c.container_id for c in after_removal.containers] == [new_id]
+    assert [(c.container_id, c.cgroup_id) for c in after_removal.departed_containers] == [
+        (pod.container_id, old_id)]
+    (later,) = mapper.map([restarted])
+    assert later.departed_containers == () and [c.container_id for c in later.containers] == [new_id]
+
+    # the pod's cgroups disappear: one last Target with the old ids as departed, then none
+    ids = {rel: os.stat(os.path.join(UNIFIED, rel)).st_ino for rel in (new_path, pod.sandbox_path, pod.pod_path)}
+    for rel in (f"{pod.pod_path}/crio-conmon-{new_id}.scope", new_path, pod.sandbox_path, pod.pod_path):
         for h in ("memory", "blkio", "cpu", "pids", "unified"):
             os.rmdir(os.path.join(CGROUP_ROOT, h, rel))
+    (final,) = mapper.map([restarted])
+    assert final.containers == () and final.cgroup_path == ""
+    assert [(c.container_id, c.cgroup_id) for c in final.departed_containers] == [(new_id, ids[new_path])]
+    assert set(final.departed_cgroup_ids) == {ids[pod.sandbox_path], ids[pod.pod_path]}
     (third,) = mapper.map([restarted])
-    assert third.cgroup_path == "" and third.containers == ()
+    assert third.cgroup_path == "" and third.containers == () and third.departed_containers == ()
     assert third.resource["k8s.pod.uid"] == pod.uid
