@@ -38,6 +38,9 @@ AGENT_INSTRUMENTS: tuple[InstrumentSpec, ...] = (
     InstrumentSpec("kpod.agent.bpf.map.update.failures", C, "{failure}", "Failed BPF map inserts (map full)"),
     InstrumentSpec("kpod.agent.bpf.program.run.time", C, "s", "Time spent in a BPF program (bpf_stats)"),
     InstrumentSpec("kpod.agent.bpf.program.run.count", C, "{run}", "Runs of a BPF program (bpf_stats)"),
+    InstrumentSpec("kpod.agent.bpf.program.recursion.misses", C, "{run}",
+                   "Runs the kernel skipped (the program would have nested in another tracing program): "
+                   "events the program did not see"),
 )
 
 _AGENT_NAMES = frozenset(spec.name for spec in AGENT_INSTRUMENTS)

@@ -263,7 +263,7 @@ class BpfProgram:
                                **{PROGRAM_ATTR: self.spec.name, MAP_ATTR: name})
         except (KeyError, OSError) as exc:
             log.debug("reading failures of %s: %s", self.spec.name, exc)
-        run_time, run_cnt, shown = 0, 0, False
+        run_time, run_cnt, misses, shown = 0, 0, 0, False
         for fn in list(self.bpf.funcs.values()):
             try:
                 text = Path(f"/proc/self/fdinfo/{fn.fd}").read_text()
@@ -274,9 +274,12 @@ class BpfProgram:
                 shown = True
                 run_time += parsed.run_time_ns
                 run_cnt += parsed.run_cnt
+                misses += parsed.recursion_misses
         if shown and (run_cnt or self.env.enable_stats):  # all zero while kernel.bpf_stats_enabled=0
             self.stats.set("kpod.agent.bpf.program.run.time", run_time / 1e9, **self._attrs)
             self.stats.set("kpod.agent.bpf.program.run.count", run_cnt, **self._attrs)
+        if shown:  # counted whether or not bpf_stats are on
+            self.stats.set("kpod.agent.bpf.program.recursion.misses", misses, **self._attrs)
 
     def _release(self) -> None:
         for link_fd in self._links:

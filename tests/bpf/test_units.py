@@ -57,6 +57,23 @@ def test_parse_prog_fdinfo() -> None:
     assert parse_prog_fdinfo(text) == ProgRunStats(123456, 42)
     assert parse_prog_fdinfo("pos:\t0\nprog_type:\t5\n") is None
     assert parse_prog_fdinfo("run_time_ns:\tx\nrun_cnt:\t1\n") is None
+    assert parse_prog_fdinfo(text + "recursion_misses:\t7\n") == ProgRunStats(123456, 42, 7)
+
+
+def test_recursion_misses_of_a_live_program_match_bpftool(cpu_collector: CpuSchedCollector) -> None:
+    """The real fdinfo of a loaded program, against bpftool's view of the same program id."""
+    import json
+    import subprocess
+
+    for fn in cpu_collector._program.bpf.funcs.values():
+        text = Path(f"/proc/self/fdinfo/{fn.fd}").read_text()
+        parsed = parse_prog_fdinfo(text)
+        assert parsed is not None
+        prog_id = int(next(line.split()[1] for line in text.splitlines() if line.startswith("prog_id:")))
+        shown = json.loads(subprocess.run(["bpftool", "-j", "prog", "show", "id", str(prog_id)],
+                                          capture_output=True, text=True, check=True).stdout)
+        # read after ours: the kernel's count can only have grown meanwhile
+        assert parsed.recursion_misses <= shown.get("recursion_misses", 0) <= parsed.recursion_misses + 50
 
 
 def test_find_cgroup2_root(tmp_path: Path) -> None:
