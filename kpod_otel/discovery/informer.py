@@ -277,6 +277,8 @@ class InformerProvider(PodProvider):
             if self._stop.is_set():
                 raise _Stopped from None
             # The stream broke (server restart, load balancer idle cut): resume at once from our rv.
+            # Counted, so a flapping link shows in the self-metrics and not only in the log.
+            self._stats.error(COMPONENT, "watch_dropped")
             log.info("pod informer: watch dropped (%s); resuming from resourceVersion %s",
                      type(exc).__name__, self.resource_version)
         finally:
