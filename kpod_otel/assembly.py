@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -72,14 +73,18 @@ class DiscoveryTargetSource:
     def start(self) -> None:
         self._provider.start()
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Give discovery a moment to make its first LIST, so the first cycle is not empty."""
+    def wait_ready(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
+        """Give discovery a moment to make its first LIST, so the first cycle is not empty. `stop` (the
+        shutdown event) ends the wait at once: SIGTERM during a slow API server must not wait it out."""
+        stop = stop or threading.Event()
         deadline = time.monotonic() + timeout_s
         while not self._provider.healthy():
+            if stop.is_set():
+                return False
             if time.monotonic() >= deadline:
                 log.warning("discovery (%s) not ready after %.0f s; starting anyway", self._provider.mode, timeout_s)
                 return False
-            time.sleep(0.1)
+            stop.wait(0.1)
         return True
 
     def targets(self) -> list[Target]:
@@ -97,9 +102,9 @@ class Assembled:
     stats: AgentStats
     extra_stops: list[Callable[[], None]] = field(default_factory=list)
 
-    def start(self, discovery_wait_s: float = DISCOVERY_WAIT_S) -> None:
+    def start(self, discovery_wait_s: float = DISCOVERY_WAIT_S, stop: threading.Event | None = None) -> None:
         self.agent.start()
-        self.source.wait_ready(discovery_wait_s)
+        self.source.wait_ready(discovery_wait_s, stop)
 
     def stop(self) -> None:
         for stop in self.extra_stops:
