@@ -10,3 +10,4 @@ from tests.discovery.conftest import (  # noqa: F401  (pytest finds fixtures by 
     stats,
     token_file,
 )
+from tests.cgroup.conftest import cgroup_tree  # noqa: E402,F401
