@@ -1,5 +1,6 @@
 """The reliability tests reuse the discovery tests' fixtures (fake API server, kubelet, CA, token file)."""
 
+from tests.cgroup.conftest import cgroup_tree  # noqa: F401
 from tests.discovery.conftest import (  # noqa: F401  (pytest finds fixtures by name in this module)
     api,
     ca,
@@ -10,4 +11,3 @@ from tests.discovery.conftest import (  # noqa: F401  (pytest finds fixtures by 
     stats,
     token_file,
 )
-from tests.cgroup.conftest import cgroup_tree  # noqa: E402,F401

@@ -16,6 +16,7 @@ from kpod_otel.selfmetrics import AgentStats, SelfMetricsCollector
 from tests.cgroup.conftest import CGROUP_ROOT, HIERARCHIES, CgroupTree, random_container_id, random_uid
 from tests.export.helpers import by_resource
 
+
 # A process in a network namespace of its own with an interface up (the pod has one to report), that
 # reads the disk with O_DIRECT (real block I/O, counted under its cgroup's throttle rule).
 def container_command(device: str) -> list[str]:
