@@ -41,6 +41,7 @@ class SoakResult:
     seconds: float = 0.0
     exports: int = 0
     rss_after_first_round_kib: int = 0
+    rss_warm_kib: int = 0  # after a tenth of the rounds: start-up (BPF compiles) is over, caches are warm
     rss_end_kib: int = 0
     rss_max_kib: int = 0
     stale_resources: list[str] = field(default_factory=list)  # uids seen too long after deletion
@@ -53,13 +54,14 @@ class SoakResult:
 
     @property
     def rss_growth_kib(self) -> int:
-        return self.rss_end_kib - self.rss_after_first_round_kib
+        return self.rss_end_kib - self.rss_warm_kib
 
     def summary(self) -> str:
         return (f"{self.lifecycles} pod lifecycles in {self.rounds} rounds, {self.seconds:.0f} s, "
                 f"{self.exports} exports; RSS {self.rss_after_first_round_kib / 1024:.1f} MiB after the first "
-                f"round -> {self.rss_end_kib / 1024:.1f} MiB at the end (growth {self.rss_growth_kib / 1024:+.1f} "
-                f"MiB, max {self.rss_max_kib / 1024:.1f} MiB); stale resources {len(self.stale_resources)}; "
+                f"round, {self.rss_warm_kib / 1024:.1f} MiB after a tenth of the rounds -> "
+                f"{self.rss_end_kib / 1024:.1f} MiB at the end (growth {self.rss_growth_kib / 1024:+.1f} MiB, "
+                f"max {self.rss_max_kib / 1024:.1f} MiB); stale resources {len(self.stale_resources)}; "
                 f"pods never exported {self.missing_pods}; BPF entries of live pods seen {self.bpf_keys_of_live_pods}, "
                 f"of removed cgroups left {self.bpf_stale_keys} (of {self.bpf_keys_at_end} at the end); "
                 f"overflow points {self.overflow_points}")
@@ -156,6 +158,8 @@ def soak(tmp: Path, lifecycles: int, batch: int, interval_ms: int,
             result.rss_max_kib = max(result.rss_max_kib, rss)
             if r == 0:
                 result.rss_after_first_round_kib = rss
+            if r == rounds // 10:
+                result.rss_warm_kib = rss
             result.lifecycles += batch
             result.rounds += 1
             if r % 10 == 0 or r == rounds - 1:

@@ -22,6 +22,13 @@ from tests.test_e2e_discovery import TOKEN, kubeconfig
 # under its cgroup), then sleeps.
 BUSY_THEN_SLEEP = ["sh", "-c", "i=0; while [ $i -lt 200 ]; do i=$((i+1)); : > /dev/null; done; exec sleep 600"]
 
+# IPv6 off inside (a per-netns sysctl): no link-local addresses appearing later, so the netns's state
+# is stable for before/after comparisons.
+IN_OWN_NETNS = ["unshare", "--net", "sh", "-c",
+                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 net.ipv6.conf.default.disable_ipv6=1 && "
+                "ip link add kpt-rel-v0 type veth peer name kpt-rel-v1 && ip link set kpt-rel-v0 up && "
+                "ip link set kpt-rel-v1 up && ip addr add 192.0.2.1/24 dev kpt-rel-v0; exec sleep 600"]
+
 
 def pod_base(pod: dict[str, Any]) -> str:
     uid, qos = uid_of(pod).replace("-", "_"), pod["status"]["qosClass"]
@@ -62,8 +69,9 @@ class FakeNode:
         receiver = OtlpReceiver().start(protocol)
         return cls(tmp, ca, cluster, api, receiver)
 
-    def add_pod(self, name: str, namespace: str = "kpt-rel", **kw: Any) -> LivePod:
-        """Create the pod's cgroups with a process per container, then announce the pod."""
+    def add_pod(self, name: str, namespace: str = "kpt-rel", netns: bool = False, **kw: Any) -> LivePod:
+        """Create the pod's cgroups with a process per container, then announce the pod. `netns`: the
+        containers run in a network namespace of their own with a veth pair up (first container's)."""
         pod = make_pod(name, namespace, **kw)
         base = pod_base(pod)
         self.tree.make(base)
@@ -71,7 +79,7 @@ class FakeNode:
         for st in pod["status"]["containerStatuses"]:
             scope = self.tree.make(f"{base}/cri-containerd-{st['containerID'].split('://', 1)[1]}.scope")
             scopes.append(scope)
-            procs.append(self.tree.spawn(scope, BUSY_THEN_SLEEP))
+            procs.append(self.tree.spawn(scope, IN_OWN_NETNS if netns else BUSY_THEN_SLEEP))
         ids = {os.stat(os.path.join(CGROUP_ROOT, "unified", rel)).st_ino for rel in (base, *scopes)}
         live = LivePod(pod, base, scopes, procs, ids)
         self.pods[live.uid] = live
