@@ -124,7 +124,7 @@ def test_invalid_json_from_the_kubelet_is_counted_and_recovers(cluster: FakeClus
     kubelet.start()
     assert wait_until(lambda: errors(stats, "parse") >= 2)
     assert not kubelet.healthy() and kubelet.pods() == []
-    assert logged(caplog, "kubelet")
+    assert logged(caplog, "kubelet /pods", "malformed pod list")
     kubelet_server.list_body = json.dumps({"kind": "PodList", "items": "not a list"}).encode()
     n = errors(stats, "parse")
     assert wait_until(lambda: errors(stats, "parse") >= n + 1)
@@ -147,7 +147,7 @@ def test_ten_megabyte_kubelet_response_is_refused_then_recovers(cluster: FakeClu
     kubelet.start()
     assert wait_until(lambda: errors(stats, "too_large") >= 1)
     assert not kubelet.healthy()
-    assert logged(caplog, "cap")
+    assert logged(caplog, "kubelet /pods", "exceeds the", "cap")
     kubelet_server.list_body = None
     assert wait_until(lambda: kubelet.healthy() and uids(kubelet) == {uid_of(a)})
 

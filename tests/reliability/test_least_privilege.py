@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -126,6 +127,7 @@ def test_no_writes_no_global_changes_no_secrets_in_logs(tmp_path: Path) -> None:
     require(shutil.which("strace") is not None, "needs strace")
     node = FakeNode.start(tmp_path)
     agent = None
+    agent_pid = 0  # the agent under strace (strace's child)
     try:
         pod = node.add_pod("kpt-rel-observed", netns=True)
         time.sleep(0.3)  # the container set up its namespace
@@ -143,15 +145,20 @@ def test_no_writes_no_global_changes_no_secrets_in_logs(tmp_path: Path) -> None:
         agent.proc = subprocess.Popen(agent.argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                       text=True)
         threading.Thread(target=agent._drain, daemon=True).start()
+        children_file = Path(f"/proc/{agent.pid}/task/{agent.pid}/children")
+        deadline = time.monotonic() + 30
+        while not children_file.read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        children = children_file.read_text().split()
+        assert len(children) == 1
+        agent_pid = int(children[0])
         got = node.receiver.wait_for(3, timeout=90)  # three cycles with the pod measured
         assert any(pod.uid in r.request.SerializeToString().decode("latin-1") for r in got)
         stats_during = bpf_stats_enabled()
         counting_during = probe.counting()
         probe.close()
         # SIGTERM to the agent itself (strace's child), as the kubelet would; strace exits with it
-        children = Path(f"/proc/{agent.pid}/task/{agent.pid}/children").read_text().split()
-        assert len(children) == 1
-        os.kill(int(children[0]), signal.SIGTERM)
+        os.kill(agent_pid, signal.SIGTERM)
         assert agent.proc is not None
         assert agent.proc.wait(timeout=30) == 0, agent.stderr()[-3000:]
         log = agent.stderr()
@@ -174,6 +181,9 @@ def test_no_writes_no_global_changes_no_secrets_in_logs(tmp_path: Path) -> None:
         for secret in (OTLP_SECRET, API_KEY_SECRET, TOKEN):
             assert secret not in log
     finally:
+        if agent_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(agent_pid, signal.SIGKILL)  # killing strace alone would leave the agent running
         if agent is not None:
             agent.kill()
         node.close()
