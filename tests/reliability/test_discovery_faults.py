@@ -15,7 +15,7 @@ from kpod_otel.discovery.informer import InformerProvider
 from kpod_otel.discovery.kubelet import KubeletProvider
 from kpod_otel.selfmetrics import AgentStats
 from tests.discovery.helpers import API_TOKEN, ROTATED_TOKEN, wait_until
-from tests.fakes.k8s import NODE, FakeCluster, FakeServer, make_pod, uid_of
+from tests.fakes.k8s import FakeCluster, FakeServer, make_pod, uid_of
 from tests.fakes.tls import TestCA
 
 MakeInformer = Callable[..., InformerProvider]
@@ -206,4 +206,3 @@ def test_tls_failure_is_counted_and_recovers(cluster: FakeCluster, api: FakeServ
     a = make_pod("a", "shop")
     cluster.add_pod(a)
     assert wait_until(lambda: informer.healthy() and uids(informer) == {uid_of(a)}, timeout=10)
-    assert NODE

@@ -9,7 +9,6 @@ from pathlib import Path
 
 from tests.cgroup.conftest import require_cgroups
 from tests.conftest import require_bcc
-from tests.fakes.k8s import NODE
 from tests.reliability.agentproc import AgentProcess
 from tests.reliability.node import FakeNode, bpf_ids_of, loaded_prog_ids
 
@@ -47,7 +46,9 @@ def test_sigterm_during_a_slow_list(tmp_path: Path) -> None:
         assert agent.alive()
         code, elapsed = agent.terminate(timeout=GRACE_S + 10)
         assert code == 0, agent.stderr()
-        assert elapsed < GRACE_S / 2, (elapsed, agent.stderr())
+        # ~6 s measured (5 s of it stopping discovery with the LIST in flight); waiting out the start-up
+        # discovery wait (10 s) as well would take ~16 s
+        assert elapsed < 12, (elapsed, agent.stderr())
         # a final export was attempted (the receiver got it: the agent Resource, no pods yet)
         got = node.receiver.wait_for(1, timeout=5)
         assert "kpod-otel" in {a.value.string_value for r in got for rm in r.request.resource_metrics
@@ -62,7 +63,6 @@ def test_sigterm_during_a_slow_list(tmp_path: Path) -> None:
         assert ids_before & ours  # the agent's cgroup_skb programs were attached to the v2 root ...
         assert not ids_after & ours, (cgroup_before, cgroup_after)  # ... and are detached
         print(f"SIGTERM during a slow LIST: exit after {elapsed:.1f} s")
-        assert NODE
     finally:
         if agent is not None:
             agent.kill()
