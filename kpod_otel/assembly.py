@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -73,14 +74,18 @@ class DiscoveryTargetSource:
     def start(self) -> None:
         self._provider.start()
 
-    def wait_ready(self, timeout_s: float) -> bool:
-        """Give discovery a moment to make its first LIST, so the first cycle is not empty."""
+    def wait_ready(self, timeout_s: float, stop: threading.Event | None = None) -> bool:
+        """Give discovery a moment to make its first LIST, so the first cycle is not empty. `stop` (the
+        shutdown event) ends the wait at once: SIGTERM during a slow API server must not wait it out."""
+        stop = stop or threading.Event()
         deadline = time.monotonic() + timeout_s
         while not self._provider.healthy():
+            if stop.is_set():
+                return False
             if time.monotonic() >= deadline:
                 log.warning("discovery (%s) not ready after %.0f s; starting anyway", self._provider.mode, timeout_s)
                 return False
-            time.sleep(0.1)
+            stop.wait(0.1)
         return True
 
     def targets(self) -> list[Target]:
@@ -99,13 +104,14 @@ class Assembled:
     config: Config
     extra_stops: list[Callable[[], None]] = field(default_factory=list)
 
-    def start(self, discovery_wait_s: float = DISCOVERY_WAIT_S, serve_health: bool = True) -> None:
+    def start(self, discovery_wait_s: float = DISCOVERY_WAIT_S, stop: threading.Event | None = None,
+              serve_health: bool = True) -> None:
         if serve_health:
             server = start_health_server(self.config.health, self.agent.health)
             if server is not None:
                 self.extra_stops.append(server.stop)
         self.agent.start()
-        self.source.wait_ready(discovery_wait_s)
+        self.source.wait_ready(discovery_wait_s, stop)
 
     def stop(self) -> None:
         for stop in self.extra_stops:

@@ -89,7 +89,7 @@ def cmd_run(config: Config, once: bool, console: bool) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    assembled.start()
+    assembled.start(stop=stop)
     if once:
         try:
             ok = agent.run_cycle()

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import threading
@@ -31,6 +30,7 @@ from kpod_otel.discovery.credentials import CredentialsError, TokenFile
 from kpod_otel.discovery.index import PodStore
 from kpod_otel.discovery.parse import (
     PodParseError,
+    load_json,
     object_resource_version,
     object_uid,
     parse_pod,
@@ -221,7 +221,7 @@ class InformerProvider(PodProvider):
         except (ApiException, urllib3.exceptions.HTTPError, OSError, CredentialsError) as exc:
             raise self._failed("LIST pods", exc) from None
         try:
-            plist = parse_pod_list(json.loads(body))
+            plist = parse_pod_list(load_json(body))
         except (ValueError, PodParseError) as exc:  # JSONDecodeError is a ValueError
             self._stats.error(COMPONENT, "parse")
             raise ApiUnavailable(f"LIST pods: malformed response: {exc}") from None
@@ -277,6 +277,8 @@ class InformerProvider(PodProvider):
             if self._stop.is_set():
                 raise _Stopped from None
             # The stream broke (server restart, load balancer idle cut): resume at once from our rv.
+            # Counted, so a flapping link shows in the self-metrics and not only in the log.
+            self._stats.error(COMPONENT, "watch_dropped")
             log.info("pod informer: watch dropped (%s); resuming from resourceVersion %s",
                      type(exc).__name__, self.resource_version)
         finally:
@@ -295,7 +297,7 @@ class InformerProvider(PodProvider):
     def _event(self, line: bytes) -> bool:
         """Apply one watch event; False when the watch must end (410 Gone)."""
         try:
-            event = json.loads(line)
+            event = load_json(line)
         except ValueError:
             self._stats.error(COMPONENT, "parse")
             raise ApiUnavailable("WATCH pods: a line of the stream is not JSON") from None

@@ -8,7 +8,6 @@ cap is refused rather than read into memory.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from typing import cast
@@ -20,7 +19,7 @@ from kubernetes.client.exceptions import ApiException
 from kpod_otel.discovery.base import PodProvider
 from kpod_otel.discovery.credentials import CredentialsError, TokenFile
 from kpod_otel.discovery.index import PodStore
-from kpod_otel.discovery.parse import PodParseError, parse_pod_list, parse_pods
+from kpod_otel.discovery.parse import PodParseError, load_json, parse_pod_list, parse_pods
 from kpod_otel.model import PodInfo
 from kpod_otel.selfmetrics import AgentStats
 
@@ -156,7 +155,7 @@ class KubeletProvider(PodProvider):
                 resp.close()  # unread bytes must not be mistaken for the next response
             resp.release_conn()
         try:
-            plist = parse_pod_list(json.loads(raw))
+            plist = parse_pod_list(load_json(raw))
         except (ValueError, PodParseError) as exc:
             self._stats.error(COMPONENT, "parse")
             raise KubeletError(f"GET /pods: malformed pod list: {exc}") from None

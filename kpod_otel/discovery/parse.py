@@ -7,6 +7,7 @@ others. Nothing here does I/O or logging.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,15 @@ class PodList:
 
     items: tuple[Mapping[str, Any], ...]
     resource_version: str
+
+
+def load_json(raw: bytes | str) -> Any:
+    """`json.loads` for a server's response: nesting too deep for the decoder is a ValueError like any other
+    malformed JSON (json raises RecursionError there, which callers would not expect)."""
+    try:
+        return json.loads(raw)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
 
 
 def split_container_id(raw: str) -> tuple[str, str]:

@@ -105,8 +105,15 @@ class OtlpExporter:
                 if not self._warned_rejections:
                     self._warned_rejections = True
                     log.warning("the receiver rejected %d data points (partial success)", result.rejected_points)
-        self._stats.add("kpod.agent.exports", 1, **{"kpod.export.result": "success" if ok else "failure"})
-        self._note_outcome(ok, error)
+        # An export cut short by shutdown says nothing about the receiver: neither an outage to log nor
+        # a failure to count (the final export follows at once).
+        cancelled = not ok and cancel is not None and cancel.is_set()
+        outcome = "success" if ok else "cancelled" if cancelled else "failure"
+        self._stats.add("kpod.agent.exports", 1, **{"kpod.export.result": outcome})
+        if cancelled:
+            log.info("export to %s cancelled by shutdown (%s)", self.settings.endpoint, error)
+        else:
+            self._note_outcome(ok, error)
         return ExportOutcome(ok, sent, time.monotonic() - started)
 
     def _note_outcome(self, ok: bool, error: str) -> None:

@@ -17,6 +17,11 @@ Controls: `drop_watches()` (abrupt connection loss), `expire_watches()` (410 Gon
 to resumes from before now), `down()` / `up()` (stop listening and close every connection / listen again
 on the same port), `token` (the accepted bearer token). Every request is logged in `requests`; every
 watch stream records what it sent in `watches`.
+
+Faults: `delay_s` (every response waits that long first: a slow server), `list_body` (raw bytes served
+instead of the LIST or the kubelet's /pods body: invalid JSON, a huge response), `next_watch_raw` (the next
+watch stream sends these raw bytes after its initial events and is then cut without its final chunk:
+a truncated stream or an invalid event; used once).
 """
 
 from __future__ import annotations
@@ -369,6 +374,8 @@ class _Handler(BaseHTTPRequestHandler):
         auth = self.headers.get("Authorization", "")
         rec = RequestRecord("GET", url.path, query, auth_ok=auth == f"Bearer {fake.token}")
         fake.requests.append(rec)
+        if fake.delay_s > 0:
+            time.sleep(fake.delay_s)
         if not rec.auth_ok:
             rec.status = 401
             self._json(401, status_object(401, "Unauthorized", "Unauthorized"))
@@ -407,6 +414,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _list(self, query: dict[str, str], match: Callable[[Obj], bool]) -> int:
         cluster = self.server.fake.cluster
         rv, pods = cluster.snapshot()
+        if self.server.fake.list_body is not None:
+            self._raw(200, self.server.fake.list_body)
+            return 200
         wanted = query.get("resourceVersion", "")
         if wanted not in ("", "0") and int(wanted) > rv:
             self._json(504, status_object(504, "Timeout", f"Too large resource version: {wanted}, "
@@ -448,6 +458,14 @@ class _Handler(BaseHTTPRequestHandler):
                     initial = []
             for ev in initial:
                 self._send_event(rec, "ADDED", ev.obj, ev.rv)
+            raw, fake.next_watch_raw = fake.next_watch_raw, None
+            if raw is not None:
+                self._chunk(raw)
+                rec.ended = "cut"
+                self.close_connection = True
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                return
             while True:
                 with cluster.cond:
                     while (pos >= len(cluster.events) and fake.generation == gen and not rec.ended
@@ -515,6 +533,8 @@ class _Handler(BaseHTTPRequestHandler):
         _, pods = fake.cluster.snapshot()
         items = [p for p in pods if p["spec"].get("nodeName") == fake.node]
         body = json.dumps({"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": items}).encode()
+        if fake.list_body is not None:
+            body = fake.list_body
         if fake.kubelet_chunked:
             self.send_response(200)
             self.send_header("Content-Type", "application/json")
@@ -553,6 +573,9 @@ class FakeServer:
         self.lists_served: list[int] = []
         self.tls_failures: list[str] = []
         self.kubelet_chunked = False
+        self.delay_s = 0.0
+        self.list_body: bytes | None = None
+        self.next_watch_raw: bytes | None = None
         self.generation = 0  # bumped by down(): open streams of the old generation end
         self._conns: set[socket.socket] = set()
         self._conns_lock = threading.Lock()

@@ -58,6 +58,7 @@ class OtlpReceiver:
         self.protocol = ""
         self._grpc: grpc.Server | None = None
         self._http: http.server.ThreadingHTTPServer | None = None
+        self._http_conns: set[socket.socket] = set()
 
     @property
     def endpoint(self) -> str:
@@ -115,6 +116,16 @@ class OtlpReceiver:
             def log_message(self, *_args: Any) -> None:
                 pass
 
+            def setup(self) -> None:
+                super().setup()
+                with receiver._lock:  # so stop() can cut keep-alive connections, as a dying process does
+                    receiver._http_conns.add(self.connection)
+
+            def finish(self) -> None:
+                with receiver._lock:
+                    receiver._http_conns.discard(self.connection)
+                super().finish()
+
             def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
@@ -168,6 +179,11 @@ class OtlpReceiver:
             self._http.shutdown()
             self._http.server_close()
             self._http = None
+            with self._lock:
+                conns = list(self._http_conns)
+            for conn in conns:
+                with contextlib.suppress(OSError):
+                    conn.shutdown(socket.SHUT_RDWR)
 
     def restart(self) -> None:
         self.stop()
