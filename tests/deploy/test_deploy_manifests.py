@@ -361,7 +361,8 @@ def granted_rules(objs: list[Obj], sa: str) -> set[tuple[str, str, str]]:
 @pytest.mark.parametrize("build", ["base", "overlay", "base+kubelet"])
 def test_rbac_is_exactly_what_the_discovery_mode_calls(builds: dict[str, list[Obj]], build: str) -> None:
     cfg, _ = effective_config(builds[build])
-    expected = {("", "pods", "get"), ("", "pods", "list"), ("", "pods", "watch")}
+    # informer.py calls list_pod_for_all_namespaces (LIST, and WATCH with watch=true); never a single GET
+    expected = {("", "pods", "list"), ("", "pods", "watch")}
     if cfg.discovery.mode in (DiscoveryMode.KUBELET, DiscoveryMode.AUTO):
         expected.add(("", "nodes/proxy", "get"))  # the kubelet authorizes GET /pods as get nodes/proxy
     assert granted_rules(builds[build], "kpod-otel") == expected
