@@ -21,8 +21,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import pytest
-
 from tests.cgroup.conftest import CGROUP_ROOT, HIERARCHIES, require_cgroups
 from tests.conftest import require, require_bcc
 from tests.reliability.agentproc import AgentProcess
@@ -214,7 +212,7 @@ def test_bpf_stats_only_while_configured(tmp_path: Path) -> None:
 
 
 def test_health_endpoint_shows_no_configuration_secrets(tmp_path: Path) -> None:
-    health = pytest.importorskip("kpod_otel.health")  # merged from the deploy branch
+    from kpod_otel import health
     from kpod_otel.assembly import build_agent
     from kpod_otel.config import parse_config
 
@@ -235,9 +233,9 @@ current-context: c
   cgroup: {{root: /sys/fs/cgroup, proc-root: /proc, sys-root: /sys}}
 """, env={})
     assembled = build_agent(config, console=False, export=False)
-    state = assembled.agent.state
-    server = health.HealthServer(health.CallbackHealth(state.alive, state.ready, lambda: state.cycles),
-                                 "127.0.0.1", 0)
+    # the agent's own health state, served as the agent serves it (discovery is never started: no
+    # traffic goes to the kubeconfig's address)
+    server = health.HealthServer(assembled.agent.health, "127.0.0.1", 0)
     server.start()
     try:
         assembled.agent.run_cycle()
