@@ -45,3 +45,9 @@ def test_apply_pipeline_sends_the_overlay_with_the_pushed_image() -> None:
               for c in d["spec"]["template"]["spec"]["containers"]]
     assert image in images
     assert not any(i.startswith("kpod-otel:") for i in images)  # the sed pattern still matches the build
+
+
+def test_readme_shows_the_same_commands() -> None:
+    readme = (REPO / "README.md").read_text()
+    for line in deploy_commands():
+        assert line in readme, line
