@@ -37,27 +37,44 @@ def key_values(attributes: Mapping[str, AttrValue]) -> list[KeyValue]:
 
 
 class AttributeCache:
-    """Encoded attribute lists, shared by the many points of one container within a cycle."""
+    """Encoded attribute lists, shared by the many points of one container within a cycle and kept
+    across cycles (building KeyValue messages was ~40 % of the encoder's time at 110 pods).
+
+    Generational, so pod churn cannot grow it: `next_cycle()` keeps only the sets used during the cycle
+    that just ended; a set unused for a whole cycle is forgotten.
+    """
 
     def __init__(self) -> None:
         self._cache: dict[tuple[tuple[str, AttrValue], ...], list[KeyValue]] = {}
+        self._previous: dict[tuple[tuple[str, AttrValue], ...], list[KeyValue]] = {}
 
     def get(self, attributes: Mapping[str, AttrValue]) -> list[KeyValue]:
         key = tuple(attributes.items())
         kvs = self._cache.get(key)
         if kvs is None:
-            kvs = self._cache[key] = key_values(attributes)
+            kvs = self._previous.get(key)
+            if kvs is None:
+                kvs = key_values(attributes)
+            self._cache[key] = kvs
         return kvs
+
+    def next_cycle(self) -> None:
+        self._previous, self._cache = self._cache, {}
+
+    def __len__(self) -> int:
+        return len(self._cache) + len(self._previous)
 
 
 class RequestBuilder:
     """Adds one ResourceMetrics per target to a request; one builder per cycle."""
 
-    def __init__(self, specs: Mapping[str, InstrumentSpec], scope_name: str, scope_version: str) -> None:
+    def __init__(self, specs: Mapping[str, InstrumentSpec], scope_name: str, scope_version: str,
+                 attributes: AttributeCache | None = None) -> None:
+        """`attributes`: a cache kept by the caller across cycles (call its next_cycle() per cycle)."""
         self.request = ExportMetricsServiceRequest()
         self._specs = specs
         self._scope = InstrumentationScope(name=scope_name, version=scope_version)
-        self._attrs = AttributeCache()
+        self._attrs = attributes if attributes is not None else AttributeCache()
         self.points = 0
 
     def add_resource(
@@ -70,7 +87,7 @@ class RequestBuilder:
     ) -> list[str]:
         """Encode one target; returns the names of undeclared metrics that were dropped."""
         rm = pb.ResourceMetrics()
-        rm.resource.attributes.extend(key_values(resource))
+        rm.resource.attributes.extend(self._attrs.get(resource))
         sm = rm.scope_metrics.add()
         sm.scope.CopyFrom(self._scope)
         dropped: list[str] = []

@@ -2,7 +2,8 @@
 
 Each target's Resource is its identity (plus OTEL_RESOURCE_ATTRIBUTES); the agent's own metrics go on
 the agent Resource. The only state kept across cycles is each target's start time (the start of its
-cumulative series), dropped when the target leaves — so pod churn cannot grow memory.
+cumulative series), dropped when the target leaves, and the encoded attribute sets of the last two
+cycles (AttributeCache) — so pod churn cannot grow memory.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from kpod_otel import __version__
 from kpod_otel.collector import AGENT_TARGET_KEY, Collector, CollectorSnapshot, HistogramPoint, Observation
-from kpod_otel.export.encoder import RequestBuilder
+from kpod_otel.export.encoder import AttributeCache, RequestBuilder
 from kpod_otel.model import AttrValue, Target
 from kpod_otel.selfmetrics import AgentStats
 
@@ -55,6 +56,7 @@ class MetricsPipeline:
         self._specs = {s.name: s for s in specs}
         self._start_ns: dict[str, int] = {AGENT_TARGET_KEY: time.time_ns()}
         self._warned_undeclared: set[str] = set()
+        self._attributes = AttributeCache()  # encoded attribute sets, forgotten one cycle after last use
 
     @property
     def collectors(self) -> list[Collector]:
@@ -63,6 +65,10 @@ class MetricsPipeline:
     @property
     def tracked_targets(self) -> int:
         return len(self._start_ns) - 1
+
+    @property
+    def cached_attribute_sets(self) -> int:
+        return len(self._attributes)
 
     def collect(self, targets: Sequence[Target]) -> CycleResult:
         started = time.perf_counter()
@@ -92,7 +98,8 @@ class MetricsPipeline:
             for key, hists in snapshot.histograms.items():
                 histograms.setdefault(key, []).extend(hists)
 
-        builder = RequestBuilder(self._specs, SCOPE_NAME, __version__)
+        self._attributes.next_cycle()
+        builder = RequestBuilder(self._specs, SCOPE_NAME, __version__, self._attributes)
         for target in targets:
             key = target.key
             if key in points or key in histograms:
