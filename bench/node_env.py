@@ -18,6 +18,7 @@ parent adds/deletes pods and reads the receiver's figures through a pipe.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import multiprocessing as mp
 import os
@@ -53,6 +54,20 @@ def _join(pid: int, rel: str) -> None:
             f.write(str(pid))
 
 
+def _rmdir_cgroup(path: str) -> None:
+    """rmdir, retrying briefly while killed processes are still leaving (EBUSY)."""
+    for _ in range(100):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                return
+            time.sleep(0.01)
+
+
 def _run(*argv: str) -> None:
     subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
@@ -79,7 +94,10 @@ class NodePods:
         self.pods: list[BenchPod] = []
         self._seq = 0
 
-    def add(self, n: int) -> list[BenchPod]:
+    def add(self, n: int, *, light: bool = False, busy: bool = False) -> list[BenchPod]:
+        """N new pods. `light`: cgroups only (no processes, netns or volumes; for fast churn).
+        `busy`: the containers' processes fork a `sleep 2` in a loop (scheduling, syscalls and page
+        faults in every container cgroup, so the eBPF maps fill naturally) instead of one long sleep."""
         from tests.fakes.k8s import make_pod, status_container_ids
 
         made = []
@@ -95,12 +113,16 @@ class NodePods:
             scopes += [f"{slice_rel}/cri-containerd-{ids[c].split('://', 1)[1]}.scope" for c in CONTAINERS]
             pod = BenchPod(obj, uid, slice_rel, scopes)
             self.pods.append(pod)  # registered before anything is created: cleanup sees partial pods
-            if self.kernel_objects:
-                self._materialize(pod, i)
+            if light:
+                _mkdirs(pod.slice_rel)
+                for rel in pod.scope_rels:
+                    _mkdirs(rel)
+            elif self.kernel_objects:
+                self._materialize(pod, i, busy)
             made.append(pod)
         return made
 
-    def _materialize(self, pod: BenchPod, i: int) -> None:
+    def _materialize(self, pod: BenchPod, i: int, busy: bool) -> None:
         _mkdirs(pod.slice_rel)
         for rel in pod.scope_rels:
             _mkdirs(rel)
@@ -117,7 +139,8 @@ class NodePods:
             pod.mounts.append(str(mnt))
             (mnt / "data").write_bytes(b"x" * 4096 * (1 + i % 7))
         for n, rel in enumerate(pod.scope_rels):
-            argv = ["ip", "netns", "exec", pod.netns, "sleep", "3600"] if n == 0 else ["sleep", "3600"]
+            work = ["sh", "-c", "while :; do sleep 2; done"] if busy and n else ["sleep", "3600"]
+            argv = ["ip", "netns", "exec", pod.netns, "sleep", "3600"] if n == 0 else work
             proc = subprocess.Popen(argv)
             pod.procs.append(proc)
             _join(proc.pid, rel)
@@ -129,6 +152,11 @@ class NodePods:
         for proc in pod.procs:
             proc.wait()
         pod.procs.clear()
+        for rel in pod.scope_rels:  # children of the busy loops, if any
+            with contextlib.suppress(OSError), open(os.path.join(CGROUP_ROOT, "unified", rel, "cgroup.procs")) as f:
+                for pid in f.read().split():
+                    with contextlib.suppress(OSError):
+                        os.kill(int(pid), 9)
         for mnt in pod.mounts:
             subprocess.run(["umount", "-l", mnt], check=False, stderr=subprocess.DEVNULL)
         pod.mounts.clear()
@@ -137,8 +165,7 @@ class NodePods:
             pod.netns = ""
         for rel in [*pod.scope_rels, pod.slice_rel]:
             for h in HIERARCHIES:
-                with contextlib.suppress(OSError):
-                    os.rmdir(os.path.join(CGROUP_ROOT, h, rel))
+                _rmdir_cgroup(os.path.join(CGROUP_ROOT, h, rel))
         shutil.rmtree(self.kubelet_root / "pods" / pod.uid, ignore_errors=True)
         if pod in self.pods:
             self.pods.remove(pod)
