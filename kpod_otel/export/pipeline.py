@@ -3,7 +3,7 @@
 Each target's Resource is its identity (plus OTEL_RESOURCE_ATTRIBUTES); the agent's own metrics go on
 the agent Resource. The only state kept across cycles is each target's start time (the start of its
 cumulative series), dropped when the target leaves, and the encoded attribute sets of the last two
-cycles (AttributeCache) — so pod churn cannot grow memory.
+cycles (AttributeCache, serialized) — so pod churn cannot grow memory.
 """
 
 from __future__ import annotations
