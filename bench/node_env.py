@@ -347,10 +347,8 @@ def populate_maps(collectors: list[Any], cgroup_ids: list[int]) -> int:
                     _fill(cell, seed)
                 else:
                     cell = single(seed * 13)
-                if hasattr(table, "sLeaf"):  # per-CPU: one value per possible CPU
-                    leaf = table.Leaf(*([cell] * table.total_cpu))
-                else:
-                    leaf = cell
+                # per-CPU maps take one value per possible CPU
+                leaf = table.Leaf(*([cell] * table.total_cpu)) if hasattr(table, "sLeaf") else cell
                 table[table.Key(cgroup_id)] = leaf
                 written += 1
     return written

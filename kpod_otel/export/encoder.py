@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
@@ -116,6 +117,21 @@ class AttributeCache:
         return len(self._cache) + len(self._previous)
 
 
+@dataclass(frozen=True, slots=True)
+class EncodedResource:
+    """One target's ResourceMetrics, serialized and framed as ExportMetricsServiceRequest field 1: a
+    request is the concatenation of any number of these."""
+
+    data: bytes
+    points: int
+    size: int  # the ResourceMetrics' own size (what ResourceMetrics.ByteSize() returns)
+
+
+def join_request(resources: Iterable[EncodedResource]) -> bytes:
+    """The serialized ExportMetricsServiceRequest holding `resources`."""
+    return b"".join(r.data for r in resources)
+
+
 def _metric_head(spec: InstrumentSpec) -> bytes:
     head = b""
     if spec.name:
@@ -143,14 +159,15 @@ class RequestBuilder:
         self._attrs = attributes if attributes is not None else AttributeCache()
         self._heads: dict[str, bytes] = {}
         self._bounds: dict[tuple[float, ...], bytes] = {}
-        self._chunks: list[bytes] = []
+        self.resources: list[EncodedResource] = []
         self._request: ExportMetricsServiceRequest | None = None
         self.points = 0
 
     @property
     def request(self) -> ExportMetricsServiceRequest:
+        """The request as a message (parsed once, on first use: the exporter sends `resources` as is)."""
         if self._request is None:
-            self._request = ExportMetricsServiceRequest.FromString(b"".join(self._chunks))
+            self._request = ExportMetricsServiceRequest.FromString(join_request(self.resources))
         return self._request
 
     def _head(self, spec: InstrumentSpec) -> bytes:
@@ -172,6 +189,7 @@ class RequestBuilder:
             raise RuntimeError("add_resource after the request was built")
         metrics: list[bytes] = []
         dropped: list[str] = []
+        points_before = self.points
         start_time = _U64.pack(start_ns)
         now_time = _U64.pack(now_ns)
         for name, observations in points.items():
@@ -194,7 +212,8 @@ class RequestBuilder:
             scope_metrics = self._scope + b"".join(metrics)
             rm = (field(_RM_RESOURCE, self._attrs.get(_RESOURCE_ATTRIBUTES, resource))
                   + field(_RM_SCOPE_METRICS, scope_metrics))
-            self._chunks.append(field(_REQ_RESOURCE_METRICS, rm))
+            self.resources.append(EncodedResource(field(_REQ_RESOURCE_METRICS, rm), self.points - points_before,
+                                                  len(rm)))
         return dropped
 
     def _numbers(self, spec: InstrumentSpec, observations: Sequence[Observation], start_time: bytes,

@@ -17,7 +17,7 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 
 from kpod_otel import __version__
 from kpod_otel.collector import AGENT_TARGET_KEY, Collector, CollectorSnapshot, HistogramPoint, Observation
-from kpod_otel.export.encoder import AttributeCache, RequestBuilder
+from kpod_otel.export.encoder import AttributeCache, EncodedResource, RequestBuilder
 from kpod_otel.model import AttrValue, Target
 from kpod_otel.selfmetrics import AgentStats
 
@@ -28,10 +28,20 @@ SCOPE_NAME = "kpod-otel"
 
 @dataclass(slots=True)
 class CycleResult:
-    request: ExportMetricsServiceRequest
+    builder: RequestBuilder
     points: int
     collect_seconds: float
     collector_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def resources(self) -> list[EncodedResource]:
+        """The cycle's ResourceMetrics, serialized (what the exporter sends)."""
+        return self.builder.resources
+
+    @property
+    def request(self) -> ExportMetricsServiceRequest:
+        """The cycle's request as a protobuf message (parsed on first use)."""
+        return self.builder.request
 
 
 class MetricsPipeline:
@@ -111,7 +121,7 @@ class MetricsPipeline:
             self._agent_resource, points.get(AGENT_TARGET_KEY, {}), histograms.get(AGENT_TARGET_KEY, ()),
             self._start_ns[AGENT_TARGET_KEY], now_ns,
         ))
-        return CycleResult(builder.request, builder.points, time.perf_counter() - started, durations)
+        return CycleResult(builder, builder.points, time.perf_counter() - started, durations)
 
     def _collect_one(self, collector: Collector, targets: Sequence[Target]) -> CollectorSnapshot:
         try:
