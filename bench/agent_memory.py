@@ -26,6 +26,7 @@ import os
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +60,27 @@ def memory_breakdown(pid: int) -> str:
     return ", ".join(parts)
 
 
+def other_llvm_users(pid: int) -> int:
+    """Other processes mapping libLLVM: while there are any, LLVM's pages are shared, count in everyone's
+    RSS, and the agent's MADV_PAGEOUT after compiling cannot reclaim them."""
+    users = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == pid:
+            continue
+        try:
+            with open(f"/proc/{entry}/maps") as f:
+                if "libLLVM" in f.read():
+                    users += 1
+        except OSError:
+            continue
+    return users
+
+
+def private_llvm_mapped(pid: int, workdir: Path) -> bool:
+    with open(f"/proc/{pid}/maps") as f:
+        return str(workdir / "lib") in f.read()
+
+
 def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
@@ -84,6 +106,9 @@ def main() -> None:
     ap.add_argument("--lifecycles", type=int, default=10000)
     ap.add_argument("--churn", type=int, default=100, help="pods created and deleted per round")
     ap.add_argument("--profile", default="comprehensive")
+    ap.add_argument("--private-llvm", action="store_true",
+                    help="give the agent its own copy of libLLVM/libclang (LD_LIBRARY_PATH), as on a node where "
+                         "no other process maps them, so that their pages are not shared with other bcc users")
     args = ap.parse_args()
 
     node = NodePods()
@@ -100,6 +125,12 @@ def main() -> None:
         cfg.write_text(agent_yaml(server, node.kubelet_root, args.profile, interval_ms=1000))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KPOD_", "KUBERNETES_"))}
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = server.endpoint
+        if args.private_llvm:
+            libdir = workdir / "lib"
+            libdir.mkdir()
+            for lib in ("/usr/lib/x86_64-linux-gnu/libLLVM-14.so.1", "/usr/lib/llvm-14/lib/libclang-cpp.so.14"):
+                shutil.copy(lib, libdir / os.path.basename(lib))
+            env["LD_LIBRARY_PATH"] = str(libdir)
         with open(log_path, "wb") as log:
             spawned = time.time()
             agent = subprocess.Popen([sys.executable, "-m", "kpod_otel", "run", "--config", str(cfg)],
@@ -113,6 +144,9 @@ def main() -> None:
         steady_rss = rss_kb(agent.pid)
         hwm = rss_kb(agent.pid, "VmHWM")
         steady_threads = threads(agent.pid)
+        print(f"other processes mapping libLLVM right now: {other_llvm_users(agent.pid)}"
+              + (f" (the agent maps its own copies: {private_llvm_mapped(agent.pid, workdir)})"
+                 if args.private_llvm else ""), flush=True)
         print(f"steady state, {args.pods} pods, {args.profile}: RSS {steady_rss / 1024:.1f} MB "
               f"(peak VmHWM {hwm / 1024:.1f} MB), {steady_threads} threads; {memory_breakdown(agent.pid)}", flush=True)
         server.take_requests()
@@ -161,6 +195,7 @@ def main() -> None:
         if agent is not None and agent.returncode not in (0, None):
             print(f"agent exit code {agent.returncode}; log: {log_path}")
             print(log_path.read_text()[-3000:])
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -29,6 +29,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
 import gzip
+import shutil
 import statistics
 import sys
 import tempfile
@@ -173,6 +174,7 @@ def main() -> None:
             print(f"  {n} pods done: {r['cpu']:.1f} ms CPU", flush=True)
     finally:
         node.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
         left = leftovers(node.tag)
         if left:
             print("LEFT BEHIND:", left)
