@@ -132,10 +132,12 @@ def main() -> None:
                 shutil.copy(lib, libdir / os.path.basename(lib))
             env["LD_LIBRARY_PATH"] = str(libdir)
         with open(log_path, "wb") as log:
-            spawned = time.time()
+            spawned = time.monotonic()
             agent = subprocess.Popen([sys.executable, "-m", "kpod_otel", "run", "--config", str(cfg)],
                                      env=env, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         wait_exports(server, 1, agent)
+        while server.received()["first"] is None:  # the receiver records it a moment after counting it
+            time.sleep(0.01)
         first = server.received()["first"]
         startup = first - spawned
         print(f"start-up to first export: {startup:.2f} s", flush=True)

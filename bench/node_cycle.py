@@ -193,6 +193,11 @@ def main() -> None:
     for r in rows:
         if r["resources"] != r["pods"]:
             print(f"WARNING: {r['pods']} pods announced but {r['resources']} pod Resources exported")
+    if len(rows) >= 2:  # least squares: cpu = fixed + per_pod * N
+        xs, ys = [r["pods"] for r in rows], [r["cpu"] for r in rows]
+        mx, my = statistics.mean(xs), statistics.mean(ys)
+        slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+        print(f"linear fit: {my - slope * mx:.1f} ms per cycle + {slope:.3f} ms per pod")
     base = [r["cpu"] / r["pods"] for r in rows]
     mean = statistics.mean(base)
     print(f"cost per pod: {', '.join(f'{b:.3f}' for b in base)} ms; spread vs mean "

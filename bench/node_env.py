@@ -222,9 +222,9 @@ def _serve(conn: Any, workdir: str) -> None:
     first_arrival: float | None = None
     try:
         while True:
+            if first_arrival is None and receiver.received:
+                first_arrival = receiver.received[0].at  # time.monotonic(): one clock for all processes
             if not conn.poll(0.01):
-                if first_arrival is None and receiver.arrivals:
-                    first_arrival = time.time()
                 continue
             cmd, arg = conn.recv()
             if cmd == "add":
@@ -235,7 +235,7 @@ def _serve(conn: Any, workdir: str) -> None:
                 for uid in arg:
                     cluster.delete_pod(uid)
                 conn.send(None)
-            elif cmd == "received":  # requests received so far, and the first one's wall time
+            elif cmd == "received":  # requests received so far, and the first one's time.monotonic()
                 conn.send({"arrivals": receiver.arrivals, "first": first_arrival, "wire": proxy.client_bytes})
             elif cmd == "last":  # the serialized requests received since the last "last"
                 got = receiver.wait_for(0, 0.1)
