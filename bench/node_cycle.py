@@ -18,7 +18,7 @@ processes alone would leave most maps empty); the maps also hold whatever the re
 
 The floor (bench/floor.py), measured in the same run on the same pods: read the same files (recorded
 during a cycle), statvfs the same mounts, batch-read the same maps, one netlink stats dump per netns,
-and build+serialize+gzip the same points.
+and serialize+gzip the same requests (already built as messages).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from bench.floor import MapBatchReader, NetlinkFloor, OpenRecorder, flatten, floor_parts
+from bench.floor import MapBatchReader, NetlinkFloor, OpenRecorder, floor_parts
 from bench.node_env import NodePods, ServerProcess, agent_yaml, leftovers, populate_maps
 from kpod_otel.assembly import build_agent
 from kpod_otel.bpf.collector import BpfCollector
@@ -131,7 +131,7 @@ def bench(node: NodePods, n: int, cycles: int, profile: str, recorder: OpenRecor
         maps = [MapBatchReader(c._program.table(m)) for c in bpf for m in c._program.spec.cgroup_maps]
         netlink = NetlinkFloor([f"/run/netns/{p.netns}" for p in pods])
         mounts = [m for p in pods for m in p.mounts]
-        parts = floor_parts(files, mounts, maps, netlink, flatten(last))
+        parts = floor_parts(files, mounts, maps, netlink, last)
         floor = {name: median_ms(cpu_of(fn, cycles)) for name, fn in parts.items()}
         return {
             "pods": n, "cpu": median_ms(cpu), "wall": median_ms(wall), "points": points,
