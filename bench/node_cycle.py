@@ -28,6 +28,7 @@ import os
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
+import gc
 import gzip
 import shutil
 import statistics
@@ -48,6 +49,22 @@ from kpod_otel.bpf.collector import BpfCollector
 from kpod_otel.config import parse_config
 
 WARMUP_CYCLES = 3
+
+
+class GcTimer:
+    """gc.callbacks hook: time spent in the cyclic garbage collector, and full (generation 2) runs."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.full = 0
+        self._t0 = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._t0 = time.process_time()
+        else:
+            self.seconds += time.process_time() - self._t0
+            self.full += info["generation"] == 2
 
 
 def median_ms(values: list[float]) -> float:
@@ -100,6 +117,8 @@ def bench(node: NodePods, n: int, cycles: int, profile: str, recorder: OpenRecor
         server.take_requests()
         wire0 = server.received()["wire"]
         wall, cpu = [], []
+        gc_time = GcTimer()
+        gc.callbacks.append(gc_time)
         profiler = None
         if profile_out:
             import cProfile
@@ -113,6 +132,7 @@ def bench(node: NodePods, n: int, cycles: int, profile: str, recorder: OpenRecor
             wall.append(time.perf_counter() - w0)
             assert ok, "export failed"
             time.sleep(0.05)
+        gc.callbacks.remove(gc_time)
         if profiler is not None:
             profiler.disable()
             profiler.dump_stats(f"{profile_out}.{n}")
@@ -138,6 +158,7 @@ def bench(node: NodePods, n: int, cycles: int, profile: str, recorder: OpenRecor
             "resources": pod_resources, "requests_per_cycle": per_cycle,
             "gzip_kb": sum(gz) / cycles / 1024, "wire_kb": wire / cycles / 1024,
             "floor": floor, "files": len(files), "maps": len(maps),
+            "gc_ms": gc_time.seconds * 1e3 / cycles, "gc_full": gc_time.full / cycles,
             "collector_s": dict(assembled.stats.gauges_for("kpod.agent.collector.duration"))
             if hasattr(assembled.stats, "gauges_for") else {},
         }
@@ -190,6 +211,8 @@ def main() -> None:
     print("floor parts (median ms CPU): " + "; ".join(
         f"{r['pods']} pods: " + ", ".join(f"{k} {v:.1f}" for k, v in r["floor"].items())
         + f" ({r['files']} files, {r['maps']} maps)" for r in rows))
+    print("cyclic GC during the timed cycles: " + "; ".join(
+        f"{r['pods']} pods: {r['gc_ms']:.1f} ms/cycle, {r['gc_full']:.2f} full collections/cycle" for r in rows))
     for r in rows:
         if r["resources"] != r["pods"]:
             print(f"WARNING: {r['pods']} pods announced but {r['resources']} pod Resources exported")

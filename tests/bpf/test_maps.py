@@ -58,7 +58,7 @@ def test_batch_reads_equal_per_key_reads() -> None:
     require_bcc()
     from bcc import BPF
 
-    bpf = BPF(text=PROGRAM)
+    bpf = BPF(text=PROGRAM.encode())
     try:
         # more entries than one batch, so the batch token is followed across calls
         for name in ("percpu_pairs", "pairs", "hists", "scalars", "percpu_scalars"):
