@@ -105,7 +105,7 @@ def read_counters(table: Any, fields: tuple[str, ...]) -> dict[int, tuple[int, .
             f in layout.fields and layout.fields[f][1] == 1 for f in fields):
         try:
             return _read_counters_batch(table, layout, fields)
-        except _BatchUnsupported:
+        except (_BatchUnsupported, OSError):  # an unexpected batch error: the per-key read still works
             pass
     return _read_counters_items(table, fields)
 
@@ -139,7 +139,7 @@ def read_histograms(table: Any) -> dict[int, RawHistogram]:
     if layout is not None and layout.cpus == 1 and {"slots", "sum", "count"} <= set(layout.fields):
         try:
             return _read_histograms_batch(table, layout)
-        except _BatchUnsupported:
+        except (_BatchUnsupported, OSError):
             pass
     out: dict[int, RawHistogram] = {}
     for key, value in table.items():
