@@ -108,7 +108,7 @@ def bench(n: int, points: int, cycles: int) -> dict[str, float]:
             w0, c0 = time.perf_counter(), time.process_time()
             result = pipeline.collect(tg)
             c1 = time.process_time()
-            ok = exporter.export(result.request).ok
+            ok = exporter.export_encoded(result.resources).ok  # what the agent's deliver() sends
             w2, c2 = time.perf_counter(), time.process_time()
             time.sleep(0.1)
             if c >= 2:  # warm-up cycles excluded

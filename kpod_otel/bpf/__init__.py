@@ -40,4 +40,8 @@ def build_bpf_collectors(config: Config, stats: AgentStats) -> list[BpfCollector
         log.warning("eBPF metrics are off: %s. Running with the cgroup collectors only.", env.unavailable)
         stats.error("bpf", "unavailable")
         return []
-    return [cls(config, stats, env) for cls in classes]
+    collectors = [cls(config, stats, env) for cls in classes]
+    from kpod_otel.bpf.compiler_memory import release_compiler_memory
+
+    release_compiler_memory()  # the programs are loaded: the compiler's memory is not needed any more
+    return collectors

@@ -10,12 +10,13 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.metrics.v1.metrics_pb2 import ResourceMetrics
 
+from kpod_otel.export.encoder import EncodedResource, join_request
 from kpod_otel.export.otlp_settings import OtlpSettings
 from kpod_otel.export.pipeline import CycleResult
 from kpod_otel.export.transport import Transport, make_transport
@@ -55,6 +56,25 @@ def split_request(
         yield batch
 
 
+def split_encoded(
+    resources: Sequence[EncodedResource], max_points: int, max_bytes: int
+) -> Iterator[bytes]:
+    """split_request for a request that is already serialized, one ResourceMetrics at a time: the same
+    cuts, without parsing or copying messages. Yields serialized requests."""
+    batch: list[EncodedResource] = []
+    points = size = 0
+    for rm in resources:
+        if batch and (points + rm.points > max_points or size + rm.size > max_bytes):
+            yield join_request(batch)
+            batch = []
+            points = size = 0
+        batch.append(rm)
+        points += rm.points
+        size += rm.size
+    if batch:
+        yield join_request(batch)
+
+
 @dataclass(frozen=True, slots=True)
 class ExportOutcome:
     ok: bool
@@ -87,10 +107,27 @@ class OtlpExporter:
     ) -> ExportOutcome:
         """Send the cycle's data; never raises. `deadline_s` caps the whole export (all requests);
         `cancel` (the shutdown event) abandons it early."""
+        return self._export(split_request(request, self._max_points, self._max_bytes), deadline_s, cancel)
+
+    def export_encoded(
+        self,
+        resources: Sequence[EncodedResource],
+        deadline_s: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ExportOutcome:
+        """`export` for a request the pipeline already serialized (CycleResult.resources)."""
+        return self._export(split_encoded(resources, self._max_points, self._max_bytes), deadline_s, cancel)
+
+    def _export(
+        self,
+        parts: Iterable[ExportMetricsServiceRequest | bytes],
+        deadline_s: float | None,
+        cancel: threading.Event | None,
+    ) -> ExportOutcome:
         started = time.monotonic()
         budget = self.settings.timeout_s if deadline_s is None else min(deadline_s, self.settings.timeout_s)
         ok, sent, error = True, 0, ""
-        for part in split_request(request, self._max_points, self._max_bytes):
+        for part in parts:
             remaining = budget - (time.monotonic() - started)
             if remaining <= 0:
                 ok, error = False, "export deadline exceeded"
@@ -134,4 +171,4 @@ class OtlpExporter:
 
     def deliver(self, result: CycleResult, deadline_s: float, cancel: threading.Event | None = None) -> bool:
         """CycleSink: export the cycle's request."""
-        return self.export(result.request, deadline_s, cancel).ok
+        return self.export_encoded(result.resources, deadline_s, cancel).ok

@@ -2,7 +2,8 @@
 
 Each target's Resource is its identity (plus OTEL_RESOURCE_ATTRIBUTES); the agent's own metrics go on
 the agent Resource. The only state kept across cycles is each target's start time (the start of its
-cumulative series), dropped when the target leaves — so pod churn cannot grow memory.
+cumulative series), dropped when the target leaves, and the encoded attribute sets of the last two
+cycles (AttributeCache, serialized) — so pod churn cannot grow memory.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from kpod_otel.collector import (
     InstrumentSpec,
     Observation,
 )
-from kpod_otel.export.encoder import RequestBuilder
+from kpod_otel.export.encoder import AttributeCache, EncodedResource, RequestBuilder
 from kpod_otel.model import AttrValue, Target
 from kpod_otel.selfmetrics import AgentStats
 
@@ -34,10 +35,20 @@ SCOPE_NAME = "kpod-otel"
 
 @dataclass(slots=True)
 class CycleResult:
-    request: ExportMetricsServiceRequest
+    builder: RequestBuilder
     points: int
     collect_seconds: float
     collector_seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def resources(self) -> list[EncodedResource]:
+        """The cycle's ResourceMetrics, serialized (what the exporter sends)."""
+        return self.builder.resources
+
+    @property
+    def request(self) -> ExportMetricsServiceRequest:
+        """The cycle's request as a protobuf message (parsed on first use)."""
+        return self.builder.request
 
 
 class MetricsPipeline:
@@ -63,6 +74,7 @@ class MetricsPipeline:
                 raise ValueError(f"metric {spec.name} declared differently by two collectors: {known} / {spec}")
         self._start_ns: dict[str, int] = {AGENT_TARGET_KEY: time.time_ns()}
         self._warned_undeclared: set[str] = set()
+        self._attributes = AttributeCache()  # encoded attribute sets, forgotten one cycle after last use
 
     @property
     def collectors(self) -> list[Collector]:
@@ -71,6 +83,10 @@ class MetricsPipeline:
     @property
     def tracked_targets(self) -> int:
         return len(self._start_ns) - 1
+
+    @property
+    def cached_attribute_sets(self) -> int:
+        return len(self._attributes)
 
     def collect(self, targets: Sequence[Target]) -> CycleResult:
         started = time.perf_counter()
@@ -100,7 +116,8 @@ class MetricsPipeline:
             for key, hists in snapshot.histograms.items():
                 histograms.setdefault(key, []).extend(hists)
 
-        builder = RequestBuilder(self._specs, SCOPE_NAME, __version__)
+        self._attributes.next_cycle()
+        builder = RequestBuilder(self._specs, SCOPE_NAME, __version__, self._attributes)
         for target in targets:
             key = target.key
             if key in points or key in histograms:
@@ -112,7 +129,7 @@ class MetricsPipeline:
             self._agent_resource, points.get(AGENT_TARGET_KEY, {}), histograms.get(AGENT_TARGET_KEY, ()),
             self._start_ns[AGENT_TARGET_KEY], now_ns,
         ))
-        return CycleResult(builder.request, builder.points, time.perf_counter() - started, durations)
+        return CycleResult(builder, builder.points, time.perf_counter() - started, durations)
 
     def _collect_one(self, collector: Collector, targets: Sequence[Target]) -> CollectorSnapshot:
         try:

@@ -7,7 +7,7 @@ import logging
 import pytest
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from kpod_otel.export.exporter import OtlpExporter
+from kpod_otel.export.exporter import OtlpExporter, split_request
 from kpod_otel.export.otlp_settings import settings_from_env
 from kpod_otel.export.pipeline import MetricsPipeline
 from kpod_otel.export.resources import agent_resource_attributes
@@ -180,3 +180,20 @@ def test_headers_never_logged(receiver: OtlpReceiver, caplog: pytest.LogCaptureF
     text = caplog.text
     assert "s3cr3t" not in text
     assert "authorization" in text  # the header's name is shown, its value never
+
+
+@pytest.mark.parametrize(("max_points", "max_bytes"), [(100, 3 * 1024 * 1024), (5000, 2000)])
+def test_encoded_cycle_is_split_and_sent_like_the_message(receiver: OtlpReceiver, max_points: int,
+                                                          max_bytes: int) -> None:
+    """The pipeline's serialized ResourceMetrics (what deliver() sends) arrive exactly as the message
+    path's split of the same cycle would send them."""
+    stats, _, pipeline, _ = make(receiver)
+    settings = settings_from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint,
+                                  "OTEL_EXPORTER_OTLP_PROTOCOL": PROTOCOLS[receiver.protocol]})
+    exporter = OtlpExporter(settings, stats, max_points=max_points, max_bytes=max_bytes)
+    result = pipeline.collect([pod_target(i, 2) for i in range(40)])
+    expected = list(split_request(result.request, max_points, max_bytes))
+    assert len(expected) > 1
+    outcome = exporter.export_encoded(result.resources)
+    assert outcome.ok and outcome.requests == len(expected)
+    assert [r.request for r in receiver.wait_for(len(expected))] == expected
