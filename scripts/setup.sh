@@ -12,6 +12,7 @@ APT_PACKAGES=(
   linux-headers-amd64                  # stand-in headers when the running kernel ships none
   python3-venv                         # venv of the machine's Python 3.11, which bcc is built for
   iproute2 nftables ethtool            # netns/veth tests, induced packet loss, GSO/TSO off
+  strace                               # the least-privilege audit (no writes under /sys, /proc)
   debootstrap                          # proving the image recipe without Docker
   prometheus                           # promtool for the collector-config checks
 )
@@ -53,6 +54,10 @@ system_setup() {
       log "no kernel headers found; eBPF collectors will be unavailable"
     fi
   fi
+
+  # kubectl (kustomize built in) comes with this machine class's image; Debian's kubernetes-client (1.20)
+  # is too old for the deploy tests and conflicts with it.
+  command -v kubectl >/dev/null || log "kubectl not found: the deploy manifest tests need it"
 
   if [ ! -e /sys/kernel/tracing/events ]; then
     mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || log "could not mount tracefs"
