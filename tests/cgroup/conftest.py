@@ -98,20 +98,27 @@ class CgroupTree:
                 proc.kill()
             proc.wait()
         for rel in sorted(self.created, key=lambda r: r.count("/"), reverse=True):
-            for h in HIERARCHIES:
-                path = os.path.join(CGROUP_ROOT, h, rel)
-                for _ in range(50):
-                    try:
-                        os.rmdir(path)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        # shared parent with other tests' children (EBUSY), or a process that is
-                        # still exiting: only our own leaves are retried
-                        if os.path.basename(rel) in SHARED_PARENTS:
-                            break
-                        time.sleep(0.05)
+            # a shared parent may hold other tests' children (EBUSY): tried once, never retried
+            rmdir_cgroup(rel, attempts=1 if os.path.basename(rel) in SHARED_PARENTS else 50)
+
+
+def rmdir_cgroup(rel: str, attempts: int = 50, pause: float = 0.05) -> bool:
+    """Remove `rel` from every test hierarchy; retried while a killed process is still leaving it.
+    True when it is gone everywhere."""
+    gone = True
+    for h in HIERARCHIES:
+        path = os.path.join(CGROUP_ROOT, h, rel)
+        for attempt in range(attempts):
+            try:
+                os.rmdir(path)
+                break
+            except FileNotFoundError:
+                break
+            except OSError:
+                if attempt + 1 < attempts:
+                    time.sleep(pause)
+        gone = gone and not os.path.exists(path)
+    return gone
 
 
 # Parents that other engineers' tests create too: removed only when empty, never retried.

@@ -7,12 +7,11 @@ import contextlib
 import os
 import re
 import subprocess
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.cgroup.conftest import CGROUP_ROOT, HIERARCHIES, CgroupTree
+from tests.cgroup.conftest import CGROUP_ROOT, CgroupTree, rmdir_cgroup
 from tests.fakes.k8s import NODE, FakeCluster, FakeServer, make_pod, uid_of
 from tests.fakes.otlp import OtlpReceiver
 from tests.fakes.tls import TestCA
@@ -95,17 +94,7 @@ class FakeNode:
             proc.wait()
             self.tree.procs.remove(proc)
         for rel in (*live.scopes, live.base):
-            for h in HIERARCHIES:
-                path = os.path.join(CGROUP_ROOT, h, rel)
-                for _ in range(100):
-                    try:
-                        os.rmdir(path)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        time.sleep(0.01)  # the killed process is still leaving the cgroup
-                assert not os.path.exists(path), path
+            assert rmdir_cgroup(rel, attempts=100, pause=0.01), rel  # killed processes leave quickly
             self.tree.created.remove(rel)
         del self.pods[live.uid]
 
