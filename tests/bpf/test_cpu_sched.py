@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 
+from kpod_otel.bpf.fdinfo import parse_prog_fdinfo
 from kpod_otel.collectors.cpu_sched import CONTEXT_SWITCHES, RUNQ_LATENCY, CpuSchedCollector
 from tests.bpf.conftest import (
     CgroupFactory,
@@ -77,10 +78,9 @@ def own_recursion_misses() -> int:
                 text = f.read()
         except OSError:
             continue
-        if "prog_type:" in text:
-            for line in text.splitlines():
-                if line.startswith("recursion_misses:"):
-                    total += int(line.split()[1])
+        parsed = parse_prog_fdinfo(text) if "prog_type:" in text else None
+        if parsed is not None:
+            total += parsed.recursion_misses
     return total
 
 
