@@ -13,26 +13,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import StrEnum
 
+from kpod_otel.catalog import InstrumentKind, InstrumentSpec
 from kpod_otel.model import Attributes, Target
 
+__all__ = ["AGENT_TARGET_KEY", "Collector", "CollectorSnapshot", "HistogramPoint", "InstrumentKind", "InstrumentSpec",
+           "Observation"]
+
 AGENT_TARGET_KEY = "__agent__"
-
-
-class InstrumentKind(StrEnum):
-    COUNTER = "counter"  # monotonic cumulative sum (observable counter)
-    UP_DOWN_COUNTER = "updowncounter"  # non-monotonic cumulative sum
-    GAUGE = "gauge"
-    HISTOGRAM = "histogram"  # published as HistogramPoint, never observed through the API
-
-
-@dataclass(frozen=True, slots=True)
-class InstrumentSpec:
-    name: str
-    kind: InstrumentKind
-    unit: str
-    description: str
 
 
 @dataclass(frozen=True, slots=True)
