@@ -24,7 +24,7 @@ check: setup
 
 ## all tests, plus lint and type checks
 test: setup
-	$(VENV)/bin/ruff check kpod_otel tests bench
+	$(VENV)/bin/ruff check kpod_otel tests bench scripts
 	$(VENV)/bin/mypy
 	$(PY) -m pytest $(ARGS)
 
