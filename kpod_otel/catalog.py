@@ -1,9 +1,9 @@
 """The metric catalog: every metric the agent can export, declared once.
 
-Collectors declare their instruments from here (`specs_for(collector)`), `docs/metrics.md`'s tables are
-generated from here (`python -m kpod_otel.catalog --markdown`), and the console, the dashboards, the alert
-rules and the end-to-end test read it. `tests/test_metric_contract.py` keeps a frozen copy of the names,
-units and kinds, so a rename cannot pass silently.
+Collectors declare their instruments from here (`specs(...)` of the metrics they produce, `specs_for(collector)`),
+`docs/metrics.md`'s tables are generated from here (`python -m kpod_otel.catalog [--agent]`; a test fails when
+they differ), and the console and the end-to-end test read it. `tests/test_metric_contract.py` keeps a frozen
+copy of the names, units and kinds, so a rename cannot pass silently.
 
 Vocabulary: `collector` is the configuration's collector name (`collectors.<name>.enabled`, the profiles,
 the `kpod.collector` attribute of the self-metrics and the log lines); "agent" marks the self-metrics.
@@ -63,6 +63,19 @@ class MetricDef:
     def spec(self) -> InstrumentSpec:
         return InstrumentSpec(self.name, self.kind, self.unit, self.description)
 
+    @property
+    def otlp_data(self) -> str:
+        """The OTLP `Metric.data` case this metric is exported as: "sum", "gauge" or "histogram"."""
+        return _OTLP_DATA[self.kind]
+
+    @property
+    def monotonic(self) -> bool:
+        """For a sum: whether it is monotonic (a counter) or not (an up-down counter)."""
+        return self.kind is InstrumentKind.COUNTER
+
+
+_OTLP_DATA = {InstrumentKind.COUNTER: "sum", InstrumentKind.UP_DOWN_COUNTER: "sum", InstrumentKind.GAUGE: "gauge",
+              InstrumentKind.HISTOGRAM: "histogram"}
 
 C, U, G, H = (InstrumentKind.COUNTER, InstrumentKind.UP_DOWN_COUNTER, InstrumentKind.GAUGE,
               InstrumentKind.HISTOGRAM)
@@ -198,7 +211,13 @@ def specs(*names: str) -> tuple[InstrumentSpec, ...]:
 
 
 def for_collector(collector: str) -> tuple[MetricDef, ...]:
+    """Every metric the configuration's collector `collector` (or "agent") can produce, in catalog order."""
     return tuple(m for m in METRICS if m.collector == collector)
+
+
+def specs_for(collector: str) -> tuple[InstrumentSpec, ...]:
+    """The instrument specs of every metric of `collector`, for its `instruments()`."""
+    return tuple(m.spec for m in for_collector(collector))
 
 
 def markdown_table(agent: bool = False) -> str:

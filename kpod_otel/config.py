@@ -2,7 +2,7 @@
 
 Precedence, lowest first: built-in defaults < YAML file < `KPOD_*` environment variables. `${VAR}` and
 `${VAR:default}` are expanded in YAML string values before validation. The exporter itself is configured
-only through the standard `OTEL_*` variables (see `kpod_otel.export.otlp`).
+only through the standard `OTEL_*` variables (see `kpod_otel.export.otlp_settings`).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from kpod_otel.catalog import COLLECTORS
 
 
 class ConfigError(ValueError):
@@ -36,8 +38,8 @@ class DiscoveryMode(StrEnum):
     LOCAL = "local"
 
 
-# Collector names, as used by profiles and by `collectors.<name>.enabled` in the custom profile.
-COLLECTORS: tuple[str, ...] = ("cpu", "tcp", "memory", "syscall", "disk", "network", "filesystem")
+# COLLECTORS: the collector names, as used by profiles and by `collectors.<name>.enabled` in the custom
+# profile (declared with the metrics in the catalog: one vocabulary).
 
 PROFILE_COLLECTORS: dict[Profile, frozenset[str]] = {
     Profile.MINIMAL: frozenset({"cpu", "disk"}),
