@@ -25,7 +25,7 @@ from kpod_otel.collector import Collector
 from kpod_otel.collectors.disk_io import DiskIOCollector
 from kpod_otel.collectors.filesystem import FilesystemCollector
 from kpod_otel.collectors.iface_net import InterfaceNetworkCollector
-from kpod_otel.collectors.memory_cgroup import MemoryCgroupCollector
+from kpod_otel.collectors.memory import MemoryCollector
 from kpod_otel.model import ContainerInfo, PodInfo
 from kpod_otel.selfmetrics import AgentStats
 
@@ -85,12 +85,12 @@ def main() -> None:
         stats = AgentStats()
         mapper = PodCgroupMapper(fs, stats, node_name="bench")
         collectors: list[Collector] = [
-            DiskIOCollector(fs, stats), MemoryCgroupCollector(fs, stats),
+            DiskIOCollector(fs, stats), MemoryCollector(fs, stats),
             InterfaceNetworkCollector(stats, use_netlink=True),
             FilesystemCollector(fs, stats),
         ]
         fallback = InterfaceNetworkCollector(stats, use_netlink=False)
-        fallback.name = "iface_net(proc/net/dev)"
+        fallback.name = "network(proc/net/dev)"
         collectors.append(fallback)
         timings: dict[str, list[float]] = {"mapper.map": []}
         points: dict[str, int] = {}

@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from kpod_otel.assembly import bpf_environment, cgroup_fs  # noqa: E402
 from kpod_otel.bpf import syscalls  # noqa: E402
 from kpod_otel.bpf.cgroupv2 import find_cgroup2_root  # noqa: E402
 from kpod_otel.bpf.collector import BpfCollector  # noqa: E402
@@ -130,7 +131,7 @@ def with_empty_cgroup_skb(fn: Callable[[], float]) -> float:
 
 
 def with_ours(cls: type[BpfCollector], config: Config, fn: Callable[[], float]) -> float:
-    c = cls(config, AgentStats())
+    c = cls(AgentStats(), bpf_environment(config, cgroup_fs(config)))
     if not c.available:
         raise SystemExit(f"{cls.__name__}: {c.unavailable_reason}")
     try:
@@ -143,7 +144,7 @@ def kernel_run_times(cls: type[BpfCollector], config: Config, fn: Callable[[], f
     """ns per run of each of our BPF functions as the kernel measures it (bpf_stats on while loaded)."""
     stats_config = Config(profile=config.profile, cgroup=config.cgroup,
                           bpf=BpfConfig(program_dir=config.bpf.program_dir, enable_stats=True))
-    c = cls(stats_config, AgentStats())
+    c = cls(AgentStats(), bpf_environment(stats_config, cgroup_fs(stats_config)))
     try:
         fn()
         parts = []

@@ -1,4 +1,9 @@
-"""Builds a running agent from the configuration: discovery, cgroup mapping, collectors, sinks."""
+"""Builds a running agent from the configuration: discovery, cgroup mapping, collectors, sinks.
+
+The one place that knows which configuration key feeds which constructor. `COLLECTORS` maps the
+configuration's collector names (the catalog's vocabulary: cpu, tcp, memory, syscall, disk, network,
+filesystem) to the classes that serve them; the libraries (`cgroup/`, `bpf/`, `procfs/`) know nothing of it.
+"""
 
 from __future__ import annotations
 
@@ -8,18 +13,30 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from kpod_otel.agent import Agent, CycleSink
-from kpod_otel.bpf import build_bpf_collectors
+from kpod_otel.bpf.collector import BpfCollector
+from kpod_otel.bpf.program import BpfEnvironment
+from kpod_otel.catalog import COLLECTORS as COLLECTOR_NAMES
 from kpod_otel.cgroup.fs import CgroupFS, CgroupLayoutError
-from kpod_otel.cgroup.wiring import cgroup_collectors, cgroup_fs, local_provider, pod_mapper
+from kpod_otel.cgroup.mapper import PodCgroupMapper
 from kpod_otel.collector import Collector
+from kpod_otel.collectors.cpu_sched import CpuSchedCollector
+from kpod_otel.collectors.disk_io import DiskIOCollector
+from kpod_otel.collectors.filesystem import FilesystemCollector
+from kpod_otel.collectors.iface_net import InterfaceNetworkCollector
+from kpod_otel.collectors.mem_bpf import MemoryBpfCollector
+from kpod_otel.collectors.memory import MemoryCollector
+from kpod_otel.collectors.syscall import SyscallCollector
+from kpod_otel.collectors.tcp import TcpCollector
 from kpod_otel.config import Config, ConfigError, FilterConfig
 from kpod_otel.discovery.base import PodProvider
 from kpod_otel.discovery.factory import build_provider
 from kpod_otel.discovery.index import PodIndex
+from kpod_otel.discovery.local import LocalCgroupProvider
 from kpod_otel.export.exporter import OtlpExporter
 from kpod_otel.export.otlp_settings import SettingsError, settings_from_env
 from kpod_otel.export.pipeline import MetricsPipeline
@@ -128,22 +145,104 @@ class Assembled:
                 log.exception("stopping a component failed")
 
 
-def build_collectors(config: Config, fs: CgroupFS, stats: AgentStats) -> list[Collector]:
-    """The collectors the profile enables; the self-metrics collector always, and always last."""
-    bpf = build_bpf_collectors(config, stats)
-    # The memory metrics come from eBPF when its program runs, from the cgroup files otherwise.
-    ebpf_memory = any(c.name == "memory_bpf" and c.available for c in bpf)
-    collectors: list[Collector] = list(bpf)
-    collectors += cgroup_collectors(config, fs, stats, ebpf_memory=ebpf_memory)
-    collectors.append(SelfMetricsCollector(stats))
-    return collectors
-
-
-def _cgroup_fs(config: Config) -> CgroupFS:
+def cgroup_fs(config: Config) -> CgroupFS:
+    """The cgroup layout under `cgroup.root`, from the mount table (ConfigError when nothing is mounted)."""
     try:
-        return cgroup_fs(config)
+        return CgroupFS.detect(config.cgroup.root)
     except CgroupLayoutError as exc:
         raise ConfigError(f"kpod.cgroup.root: {exc}") from None
+
+
+def bpf_environment(config: Config, fs: CgroupFS) -> BpfEnvironment:
+    """What eBPF can do on this node, with the configured program settings (`unavailable` says why not)."""
+    v2_dir = fs.layout.v2_dir
+    return BpfEnvironment.detect(
+        cgroup_root=config.cgroup.root,
+        cgroup2_root=Path(v2_dir) if v2_dir else None,
+        program_dir=config.bpf.program_dir,
+        enabled=config.bpf.enabled,
+        max_cgroups=config.bpf.max_cgroups,
+        cgroup_skb=config.bpf.cgroup_skb,
+        syscall_latency=config.syscall_latency,
+        enable_stats=config.bpf.enable_stats,
+    )
+
+
+def pod_mapper(config: Config, fs: CgroupFS, stats: AgentStats) -> PodCgroupMapper:
+    return PodCgroupMapper(fs, stats, kubelet_root=config.cgroup.kubelet_root, node_name=config.node_name,
+                           cluster_name=config.cluster_name)
+
+
+def local_provider(config: Config, fs: CgroupFS) -> LocalCgroupProvider:
+    """Pods (or local workloads) from the cgroup tree: discovery.mode local, or auto's last fallback."""
+    return LocalCgroupProvider(fs, proc_root=config.cgroup.proc_root, node_name=config.node_name)
+
+
+@dataclass
+class CollectorParts:
+    """What the collectors are built from; the node's eBPF support is resolved on first use, once."""
+
+    config: Config
+    fs: CgroupFS
+    stats: AgentStats
+    bpf_asked: bool = False
+    _bpf: BpfEnvironment | None = None
+
+    def bpf(self) -> BpfEnvironment | None:
+        """The eBPF environment, None (said once in the log and the self-metrics) when eBPF cannot run."""
+        if not self.bpf_asked:
+            self.bpf_asked = True
+            env = bpf_environment(self.config, self.fs)
+            if env.unavailable:
+                log.warning("eBPF metrics are off: %s. Running with the cgroup collectors only.",
+                            env.unavailable)
+                self.stats.error("bpf", "unavailable")
+            else:
+                self._bpf = env
+        return self._bpf
+
+
+def _ebpf(cls: Callable[[AgentStats, BpfEnvironment], BpfCollector]) -> Callable[[CollectorParts], Collector | None]:
+    def build(parts: CollectorParts) -> Collector | None:
+        env = parts.bpf()
+        return None if env is None else cls(parts.stats, env)
+    return build
+
+
+def _memory(parts: CollectorParts) -> Collector:
+    # eBPF for the containers with a v2 id when its program runs; the cgroup files for the others (and for
+    # all of them when it does not).
+    env = parts.bpf()
+    ebpf = None if env is None else MemoryBpfCollector(parts.stats, env)
+    return MemoryCollector(parts.fs, parts.stats, ebpf=ebpf)
+
+
+# configuration collector name -> how its collector is built (None: it cannot run on this node)
+COLLECTORS: Mapping[str, Callable[[CollectorParts], Collector | None]] = {
+    "cpu": _ebpf(CpuSchedCollector),
+    "tcp": _ebpf(TcpCollector),
+    "memory": _memory,
+    "syscall": _ebpf(SyscallCollector),
+    "disk": lambda p: DiskIOCollector(p.fs, p.stats, sys_root=p.config.cgroup.sys_root),
+    "network": lambda p: InterfaceNetworkCollector(p.stats, proc_root=p.config.cgroup.proc_root),
+    "filesystem": lambda p: FilesystemCollector(p.fs, p.stats, proc_root=p.config.cgroup.proc_root,
+                                                kubelet_root=p.config.cgroup.kubelet_root),
+}
+if tuple(COLLECTORS) != COLLECTOR_NAMES:
+    raise AssertionError("the registry must serve every collector name of the catalog, in its order")
+
+
+def build_collectors(config: Config, fs: CgroupFS, stats: AgentStats) -> list[Collector]:
+    """The collectors the profile enables, in the catalog's order; the self-metrics collector always, last."""
+    parts = CollectorParts(config, fs, stats)
+    enabled = config.enabled_collectors()
+    collectors = [c for name, build in COLLECTORS.items() if name in enabled and (c := build(parts)) is not None]
+    if parts.bpf_asked and parts.bpf() is not None:  # programs were compiled: free the compiler's memory
+        from kpod_otel.bpf.compiler_memory import release_compiler_memory
+
+        release_compiler_memory()
+    collectors.append(SelfMetricsCollector(stats))
+    return collectors
 
 
 def _print_now(text: str) -> None:
@@ -153,7 +252,7 @@ def _print_now(text: str) -> None:
 
 def build_agent(config: Config, console: bool, export: bool) -> Assembled:
     stats = AgentStats()
-    fs = _cgroup_fs(config)
+    fs = cgroup_fs(config)
     pipeline = MetricsPipeline(
         build_collectors(config, fs, stats),
         agent_resource_attributes(config.node_name, config.cluster_name),

@@ -222,12 +222,18 @@ def specs_for(collector: str) -> tuple[InstrumentSpec, ...]:
 
 def markdown_table(agent: bool = False) -> str:
     """The table of `docs/metrics.md` (workload metrics, or with agent=True the self-metrics)."""
-    rows = [m for m in METRICS if (m.level is AGENT) == agent]
-    lines = ["| metric | kind | unit | level | collector | source | extra attributes |",
-             "|---|---|---|---|---|---|---|"]
-    for m in rows:
-        attrs = ", ".join(f"`{a}`" for a in m.attributes) or "\u2013"  # en dash, as the docs write it
-        lines.append(f"| `{m.name}` | {m.kind} | {m.unit} | {m.level} | {m.collector} | {m.source} | {attrs} |")
+    def attrs(m: MetricDef) -> str:
+        return ", ".join(f"`{a}`" for a in m.attributes) or "\u2013"  # en dash, as the docs write it
+
+    if agent:
+        lines = ["| metric | kind | unit | attributes | meaning | source |", "|---|---|---|---|---|---|"]
+        lines += [f"| `{m.name}` | {m.kind} | {m.unit} | {attrs(m)} | {m.description} | {m.source} |"
+                  for m in METRICS if m.level is AGENT]
+    else:
+        lines = ["| metric | kind | unit | level | collector | meaning | source | extra attributes |",
+                 "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| `{m.name}` | {m.kind} | {m.unit} | {m.level} | {m.collector} | {m.description} | {m.source} "
+                  f"| {attrs(m)} |" for m in METRICS if m.level is not AGENT]
     return "\n".join(lines) + "\n"
 
 

@@ -1,4 +1,8 @@
-"""`kpod-otel check`: what this node offers the agent, as a table; non-zero exit on fatal problems."""
+"""`kpod-otel check`: what this node offers the agent, as a table; non-zero exit on fatal problems.
+
+Every availability check calls the function `run` uses to decide (`kpod_otel.bpf.support`, the tracefs
+lookup, the cgroup layout from the mount table, the assembly's eBPF environment), so the two never disagree.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +16,11 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from kpod_otel.config import Config, DiscoveryMode
+from kpod_otel.bpf.program import BpfEnvironment
+from kpod_otel.bpf.support import CAP_SYS_ADMIN, bcc_import_error, bpf_permitted, effective_capabilities
+from kpod_otel.bpf.tracefs import TRACEFS_ROOTS, find_tracefs
+from kpod_otel.cgroup.fs import CgroupFS, CgroupVersion
+from kpod_otel.config import Config, ConfigError, DiscoveryMode
 from kpod_otel.export.otlp_settings import Protocol, SettingsError, settings_from_env
 
 
@@ -29,24 +37,6 @@ class CheckResult:
     detail: str
 
 
-# Capabilities the agent uses, by bit number (linux/capability.h), and what for.
-CAPABILITIES: dict[int, tuple[str, str]] = {
-    39: ("CAP_BPF", "load BPF programs and create maps"),
-    38: ("CAP_PERFMON", "attach tracepoints and perf events"),
-    21: ("CAP_SYS_ADMIN", "attach cgroup programs; enter network namespaces (setns)"),
-    19: ("CAP_SYS_PTRACE", "read /proc/<pid>/ns/net and mountinfo of other processes"),
-    24: ("CAP_SYS_RESOURCE", "raise RLIMIT_MEMLOCK for BPF maps on older kernels"),
-    2: ("CAP_DAC_READ_SEARCH", "read cgroup and proc files owned by others"),
-}
-
-
-def _effective_caps(proc_self_status: str) -> int:
-    for line in proc_self_status.splitlines():
-        if line.startswith("CapEff:"):
-            return int(line.split()[1], 16)
-    return 0
-
-
 def check_kernel() -> CheckResult:
     return CheckResult("kernel", Status.OK, platform.release())
 
@@ -61,11 +51,10 @@ def check_btf(sys_root: str) -> CheckResult:
 def check_bcc(bpf_enabled: bool) -> CheckResult:
     if not bpf_enabled:
         return CheckResult("bcc", Status.OK, "eBPF disabled by config (bpf.enabled: false)")
-    try:
-        import bcc
-    except ImportError as exc:
-        return CheckResult("bcc", Status.WARN, f"not importable ({exc}): eBPF metrics off, cgroup metrics only")
-    return CheckResult("bcc", Status.OK, f"importable from {Path(bcc.__file__).parent}")
+    error = bcc_import_error()
+    if error:
+        return CheckResult("bcc", Status.WARN, f"not importable ({error}): eBPF metrics off, cgroup metrics only")
+    return CheckResult("bcc", Status.OK, "importable")
 
 
 def check_headers() -> CheckResult:
@@ -78,25 +67,25 @@ def check_headers() -> CheckResult:
     )
 
 
-def check_tracefs(sys_root: str) -> CheckResult:
-    for base in (f"{sys_root}/kernel/tracing", "/sys/kernel/tracing", "/sys/kernel/debug/tracing"):
-        if Path(base, "events").is_dir():
-            return CheckResult("tracefs", Status.OK, base)
-    return CheckResult("tracefs", Status.WARN, "not mounted: tracepoint programs cannot attach")
+def check_tracefs() -> CheckResult:
+    tracefs = find_tracefs()
+    if tracefs is not None:
+        return CheckResult("tracefs", Status.OK, str(tracefs))
+    return CheckResult("tracefs", Status.WARN, f"not mounted at {' or '.join(TRACEFS_ROOTS)}: "
+                       "tracepoint programs cannot attach")
 
 
-def check_cgroup(root: str) -> CheckResult:
-    base = Path(root)
-    if not base.is_dir():
-        return CheckResult("cgroup", Status.FAIL, f"{root} does not exist (config cgroup.root)")
-    if (base / "cgroup.controllers").exists():
-        return CheckResult("cgroup", Status.OK, f"v2 (unified) at {root}")
-    v1 = sorted(p.name for p in base.iterdir() if (p / "cgroup.procs").exists() and p.name != "unified")
-    if (base / "unified" / "cgroup.procs").exists():
-        return CheckResult("cgroup", Status.OK, f"hybrid: v1 {','.join(v1)} + v2 at {root}/unified")
-    if v1:
-        return CheckResult("cgroup", Status.WARN, f"v1 only ({','.join(v1)}): eBPF attribution unsupported")
-    return CheckResult("cgroup", Status.FAIL, f"no cgroup hierarchy under {root}")
+def check_cgroup(fs: CgroupFS | None, problem: str) -> CheckResult:
+    """The layout the agent detects (from the mount table, as `run` does)."""
+    if fs is None:
+        return CheckResult("cgroup", Status.FAIL, problem)
+    layout = fs.layout
+    v1 = ",".join(sorted(layout.v1_controllers))
+    if layout.version is CgroupVersion.V2:
+        return CheckResult("cgroup", Status.OK, f"v2 (unified) at {layout.v2_dir}")
+    if layout.version is CgroupVersion.HYBRID:
+        return CheckResult("cgroup", Status.OK, f"hybrid: v1 {v1} + v2 at {layout.v2_dir}")
+    return CheckResult("cgroup", Status.WARN, f"v1 only ({v1}): eBPF attribution unsupported")
 
 
 def check_proc(proc_root: str) -> CheckResult:
@@ -106,11 +95,23 @@ def check_proc(proc_root: str) -> CheckResult:
 
 
 def check_capabilities(status_text: str) -> CheckResult:
-    caps = _effective_caps(status_text)
-    missing = [f"{name} ({why})" for bit, (name, why) in CAPABILITIES.items() if not caps >> bit & 1]
-    if not missing:
-        return CheckResult("capabilities", Status.OK, "all needed capabilities are effective")
-    return CheckResult("capabilities", Status.WARN, "missing: " + "; ".join(missing))
+    caps = effective_capabilities(status_text)
+    if not bpf_permitted(status_text):
+        return CheckResult("capabilities", Status.WARN, "BPF is not permitted (needs CAP_SYS_ADMIN, or CAP_BPF "
+                           "with CAP_PERFMON): eBPF metrics off")
+    if not caps >> CAP_SYS_ADMIN & 1:
+        return CheckResult("capabilities", Status.WARN, "BPF permitted; no CAP_SYS_ADMIN: interface counters "
+                           "from /proc/<pid>/net/dev instead of netlink in the pod's namespace")
+    return CheckResult("capabilities", Status.OK, "CAP_SYS_ADMIN: BPF and setns into pod namespaces permitted")
+
+
+def check_ebpf(env: BpfEnvironment | None) -> CheckResult:
+    """The agent's own decision (`run` logs the same reason when it turns eBPF off)."""
+    if env is None:
+        return CheckResult("eBPF", Status.WARN, "off: no cgroup hierarchy")
+    if env.unavailable:
+        return CheckResult("eBPF", Status.WARN, f"off: {env.unavailable}")
+    return CheckResult("eBPF", Status.OK, f"available (cgroup v2 at {env.cgroup2_root}, tracefs at {env.tracefs})")
 
 
 def _tcp_reachable(host: str, port: int, timeout: float = 2.0) -> str:
@@ -159,16 +160,24 @@ def check_exporter(env: dict[str, str]) -> CheckResult:
 
 
 def collect_checks(config: Config) -> list[CheckResult]:
+    from kpod_otel.assembly import bpf_environment, cgroup_fs
+
     status_text = Path("/proc/self/status").read_text()
+    try:
+        fs: CgroupFS | None = cgroup_fs(config)
+        problem = ""
+    except ConfigError as exc:
+        fs, problem = None, str(exc)
     checks: list[Callable[[], CheckResult]] = [
         check_kernel,
         lambda: check_btf(config.cgroup.sys_root),
         lambda: check_bcc(config.bpf.enabled),
         check_headers,
-        lambda: check_tracefs(config.cgroup.sys_root),
-        lambda: check_cgroup(config.cgroup.root),
+        check_tracefs,
+        lambda: check_cgroup(fs, problem),
         lambda: check_proc(config.cgroup.proc_root),
         lambda: check_capabilities(status_text),
+        lambda: check_ebpf(None if fs is None else bpf_environment(config, fs)),
         lambda: check_discovery(config),
         lambda: check_exporter(dict(os.environ)),
     ]

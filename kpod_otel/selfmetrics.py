@@ -2,7 +2,7 @@
 
 `AgentStats` is created once per agent and passed to whatever needs to count something (no global
 state). `SelfMetricsCollector` turns it into points on the agent Resource each cycle. Every self-metric
-name is declared in `AGENT_INSTRUMENTS`, so the set of instruments is fixed and documented in one place.
+is declared in the catalog (collector "agent"), so the set of instruments is fixed and documented in one place.
 """
 
 from __future__ import annotations
@@ -10,38 +10,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
-from kpod_otel.collector import (
-    AGENT_TARGET_KEY,
-    Collector,
-    CollectorSnapshot,
-    InstrumentKind,
-    InstrumentSpec,
-)
+from kpod_otel.catalog import specs_for
+from kpod_otel.collector import AGENT_TARGET_KEY, Collector, CollectorSnapshot, InstrumentSpec
 from kpod_otel.model import AttrValue, Target
 
-C, G = InstrumentKind.COUNTER, InstrumentKind.GAUGE
-
-AGENT_INSTRUMENTS: tuple[InstrumentSpec, ...] = (
-    InstrumentSpec("kpod.agent.cycles", C, "{cycle}", "Collection cycles run"),
-    InstrumentSpec("kpod.agent.collector.duration", G, "s", "Wall time of the last collect() per collector"),
-    InstrumentSpec("kpod.agent.cycle.duration", G, "s", "Wall time of the last collection+export cycle"),
-    InstrumentSpec("kpod.agent.errors", C, "{error}",
-                   "Errors by component and kind (parse, vanished, read, collect, export, discovery)"),
-    InstrumentSpec("kpod.agent.targets", G, "{pod}", "Targets (pods or local workloads) being measured"),
-    InstrumentSpec("kpod.agent.exports", C, "{export}", "OTLP exports attempted, by result"),
-    InstrumentSpec("kpod.agent.export.points", G, "{point}", "Data points in the last export"),
-    InstrumentSpec("kpod.agent.discovery.mode", G, "1", "1 for the discovery mode in use, 0 otherwise"),
-    InstrumentSpec("kpod.agent.discovery.mode.switches", C, "{switch}", "Discovery mode changes"),
-    InstrumentSpec("kpod.agent.bpf.program.loaded", G, "1", "1 if the BPF program is loaded and attached"),
-    InstrumentSpec("kpod.agent.bpf.map.entries", G, "{entry}", "Entries in a BPF map"),
-    InstrumentSpec("kpod.agent.bpf.map.capacity", G, "{entry}", "Maximum entries of a BPF map"),
-    InstrumentSpec("kpod.agent.bpf.map.update.failures", C, "{failure}", "Failed BPF map inserts (map full)"),
-    InstrumentSpec("kpod.agent.bpf.program.run.time", C, "s", "Time spent in a BPF program (bpf_stats)"),
-    InstrumentSpec("kpod.agent.bpf.program.run.count", C, "{run}", "Runs of a BPF program (bpf_stats)"),
-    InstrumentSpec("kpod.agent.bpf.program.recursion.misses", C, "{run}",
-                   "Runs the kernel skipped (the program would have nested in another tracing program): "
-                   "events the program did not see"),
-)
+AGENT_INSTRUMENTS: tuple[InstrumentSpec, ...] = specs_for("agent")
 
 _AGENT_NAMES = frozenset(spec.name for spec in AGENT_INSTRUMENTS)
 
@@ -58,7 +31,7 @@ class AgentStats:
     @staticmethod
     def _key(name: str, attrs: dict[str, AttrValue] | None) -> _Key:
         if name not in _AGENT_NAMES:
-            raise KeyError(f"undeclared self-metric {name!r}: add it to AGENT_INSTRUMENTS")
+            raise KeyError(f"undeclared self-metric {name!r}: declare it in kpod_otel/catalog.py")
         return name, tuple(sorted((attrs or {}).items()))
 
     def add(self, name: str, amount: float = 1, **attrs: AttrValue) -> None:
@@ -68,7 +41,8 @@ class AgentStats:
             self._values[key] = self._values.get(key, 0) + amount
 
     def error(self, component: str, kind: str, amount: int = 1) -> None:
-        """Count an error of `component` (e.g. "disk_io") of `kind` (e.g. "parse")."""
+        """Count an error of `component` (a collector's name such as "disk", or "bpf", "discovery", …) of
+        `kind` (e.g. "parse")."""
         self.add("kpod.agent.errors", amount, **{"kpod.component": component, "error.type": kind})
 
     def set(self, name: str, value: float, **attrs: AttrValue) -> None:
@@ -76,11 +50,6 @@ class AgentStats:
         key = self._key(name, attrs)
         with self._lock:
             self._values[key] = value
-
-    def forget(self, name: str, **attrs: AttrValue) -> None:
-        """Drop a series whose subject is gone (a BPF program unloaded)."""
-        with self._lock:
-            self._values.pop(self._key(name, attrs), None)
 
     def get(self, name: str, **attrs: AttrValue) -> float:
         with self._lock:

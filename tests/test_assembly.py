@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kpod_otel.assembly import build_agent
+from kpod_otel.collectors.memory import MemoryCollector
 from kpod_otel.config import parse_config
 from tests.conftest import require_bcc
 
@@ -23,9 +24,11 @@ def test_comprehensive_profile_assembles_every_collector(tmp_path: Path) -> None
     assembled = build_agent(cfg, console=False, export=False)
     try:
         names = [c.name for c in assembled.pipeline.collectors]
-        # the memory metrics from eBPF, and from the files for what eBPF cannot see (identical declarations)
-        assert names == ["cpu_sched", "tcp", "memory_bpf", "syscall", "disk_io", "iface_net", "filesystem",
-                         "memory_cgroup", "agent"]
+        # the configuration's names; memory serves both its sources (eBPF, and the files for what eBPF
+        # cannot see)
+        assert names == ["cpu", "tcp", "memory", "syscall", "disk", "network", "filesystem", "agent"]
+        (memory,) = [c for c in assembled.pipeline.collectors if c.name == "memory"]
+        assert isinstance(memory, MemoryCollector) and memory.ebpf_loaded
         result = assembled.pipeline.collect(assembled.source.targets())
         assert result.points > 0
     finally:

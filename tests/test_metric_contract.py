@@ -1,12 +1,27 @@
 """The metric names, units and instrument kinds are a compatibility contract (DESIGN §2): dashboards
-built on the predecessor's names must keep working. This checks every collector's declarations."""
+built on the predecessor's names must keep working. The frozen copy below is compared with the catalog and
+with what every collector declares, so a rename in either cannot pass silently."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from kpod_otel import catalog
+from kpod_otel.assembly import COLLECTORS
+from kpod_otel.catalog import CATALOG, METRICS, InstrumentSpec, Level
 from kpod_otel.collector import InstrumentKind as K
-from kpod_otel.collectors import cpu_sched, disk_io, filesystem, iface_net, mem_bpf, memory_cgroup, syscall, tcp
+from kpod_otel.collectors.cpu_sched import CpuSchedCollector
+from kpod_otel.collectors.disk_io import DiskIOCollector
+from kpod_otel.collectors.filesystem import FilesystemCollector
+from kpod_otel.collectors.iface_net import InterfaceNetworkCollector
+from kpod_otel.collectors.mem_bpf import MemoryBpfCollector
+from kpod_otel.collectors.memory import MemoryCollector
+from kpod_otel.collectors.syscall import SyscallCollector
+from kpod_otel.collectors.tcp import TcpCollector
+from kpod_otel.selfmetrics import AGENT_INSTRUMENTS
 
 C, G, U, H = K.COUNTER, K.GAUGE, K.UP_DOWN_COUNTER, K.HISTOGRAM
+REPO = Path(__file__).resolve().parent.parent
 
 # name -> (unit, allowed kinds), transcribed from DESIGN §2
 CONTRACT: dict[str, tuple[str, set[K]]] = {
@@ -39,21 +54,64 @@ CONTRACT: dict[str, tuple[str, set[K]]] = {
     "kpod.fs.available.bytes": ("By", {G, U}),
 }
 
-SPEC_LISTS = [
-    cpu_sched.INSTRUMENTS, tcp.INSTRUMENTS, mem_bpf.INSTRUMENTS, syscall.INSTRUMENTS,
-    disk_io.DISK_INSTRUMENTS, iface_net.IFACE_INSTRUMENTS, filesystem.FS_INSTRUMENTS,
-    memory_cgroup.MEMORY_INSTRUMENTS,
-]
+
+def _declared(cls: type, *args: object, **kwargs: object) -> tuple[InstrumentSpec, ...]:
+    """What a collector class declares, without building it (no kernel objects): its `instruments()`
+    called on an instance whose constructor did not run, with the state `instruments()` reads."""
+    obj = object.__new__(cls)
+    for name, value in kwargs.items():
+        object.__setattr__(obj, name, value)
+    return tuple(obj.instruments())
 
 
-def test_every_seed_metric_is_declared_with_its_unit_and_kind() -> None:
-    declared = {}
-    for specs in SPEC_LISTS:
+class _Env:
+    syscall_latency = True
+
+
+DECLARED: dict[str, tuple[InstrumentSpec, ...]] = {
+    "cpu": _declared(CpuSchedCollector),
+    "tcp": _declared(TcpCollector),
+    "memory": _declared(MemoryCollector) + _declared(MemoryBpfCollector),
+    "syscall": _declared(SyscallCollector, _env=_Env()),
+    "disk": _declared(DiskIOCollector),
+    "network": _declared(InterfaceNetworkCollector),
+    "filesystem": _declared(FilesystemCollector),
+    "agent": AGENT_INSTRUMENTS,
+}
+
+
+def test_the_catalog_holds_the_contract() -> None:
+    workload = {m.name: m for m in METRICS if m.level is not Level.AGENT}
+    assert set(workload) == set(CONTRACT)
+    for name, (unit, kinds) in CONTRACT.items():
+        assert workload[name].unit == unit, name
+        assert workload[name].kind in kinds, name
+
+
+def test_every_collector_declares_its_catalog_entries_unchanged() -> None:
+    for collector, specs in DECLARED.items():
+        assert {s.name for s in specs} == {m.name for m in catalog.for_collector(collector)}, collector
         for spec in specs:
-            if spec.name in declared:  # the eBPF and cgroup memory collectors declare the same two
-                assert declared[spec.name] == (spec.unit, spec.kind), spec.name
-            declared[spec.name] = (spec.unit, spec.kind)
-    assert set(declared) == set(CONTRACT)
+            assert spec == CATALOG[spec.name].spec, spec.name
+    declared = {s.name: (s.unit, s.kind) for specs in DECLARED.values() for s in specs}
     for name, (unit, kinds) in CONTRACT.items():
         assert declared[name][0] == unit, name
         assert declared[name][1] in kinds, name
+
+
+def test_one_vocabulary_for_collector_names() -> None:
+    """The configuration's names are the collectors' names (the `kpod.collector`/`kpod.component` values)."""
+    assert tuple(COLLECTORS) == catalog.COLLECTORS
+    assert {m.collector for m in METRICS} == {*catalog.COLLECTORS, "agent"}
+    classes = {"cpu": CpuSchedCollector, "tcp": TcpCollector, "memory": MemoryCollector, "syscall": SyscallCollector,
+               "disk": DiskIOCollector, "network": InterfaceNetworkCollector, "filesystem": FilesystemCollector}
+    for name, cls in classes.items():
+        assert cls.name == name, cls
+    assert MemoryBpfCollector.name == "memory"  # memory's eBPF source counts its errors as memory's
+
+
+def test_docs_tables_are_generated_from_the_catalog() -> None:
+    """docs/metrics.md holds `python -m kpod_otel.catalog` and `... --agent` verbatim."""
+    text = (REPO / "docs" / "metrics.md").read_text()
+    assert catalog.markdown_table() in text, "regenerate: python -m kpod_otel.catalog"
+    assert catalog.markdown_table(agent=True) in text, "regenerate: python -m kpod_otel.catalog --agent"

@@ -11,7 +11,6 @@ from kpod_otel.bpf.cgroupv2 import live_cgroup_ids
 from kpod_otel.bpf.maps import delete_keys
 from kpod_otel.bpf.program import BpfEnvironment, BpfProgram, ProgramSpec
 from kpod_otel.collector import Collector, CollectorSnapshot
-from kpod_otel.config import Config
 from kpod_otel.model import Target
 from kpod_otel.selfmetrics import AgentStats
 
@@ -25,9 +24,9 @@ SWEEP_FILL_RATIO = 0.8  # sweep at once when a per-cgroup map is this full
 class BpfCollector(Collector):
     """Loads its program at construction; `available` tells whether it runs (else `unavailable_reason`)."""
 
-    def __init__(self, config: Config, stats: AgentStats, env: BpfEnvironment | None = None) -> None:
+    def __init__(self, stats: AgentStats, env: BpfEnvironment) -> None:
         self._stats = stats
-        self._env = env if env is not None else BpfEnvironment.from_config(config)
+        self._env = env
         self._program = BpfProgram(self.program_spec(self._env), self._env, stats)
         self._program.load()
         self._cycles = 0

@@ -4,13 +4,12 @@ One `BpfProgram` per area (cpu_sched, tcp, mem, syscall). A program that cannot 
 field missing in this kernel, a compile or verifier error, an attach failure) is logged once with the
 reason and reported as `kpod.agent.bpf.program.loaded = 0`; the other programs are unaffected. When eBPF
 cannot run at all (bcc missing, no permission, no cgroup v2 hierarchy), `BpfEnvironment.unavailable` says
-why and is logged once by `kpod_otel.bpf.build_bpf_collectors`.
+why (`kpod_otel.bpf.support`) and the assembly logs it once.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import os
 import sys
@@ -19,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from kpod_otel.bpf import syscalls
-from kpod_otel.bpf.cgroupv2 import find_cgroup2_root
 from kpod_otel.bpf.fdinfo import parse_prog_fdinfo
+from kpod_otel.bpf.support import unavailable_reason
 from kpod_otel.bpf.tracefs import TracepointNeed, check_tracepoint, find_tracefs
-from kpod_otel.config import Config
 from kpod_otel.selfmetrics import AgentStats
 
 log = logging.getLogger(__name__)
@@ -30,8 +28,6 @@ log = logging.getLogger(__name__)
 HEADER = "kpod.h"
 _INCLUDE = f'#include "{HEADER}"'
 _BPF_F_ALLOW_MULTI = 2
-# CapEff bits: CAP_SYS_ADMIN, CAP_PERFMON, CAP_BPF
-_CAP_SYS_ADMIN, _CAP_PERFMON, _CAP_BPF = 21, 38, 39
 
 PROGRAM_ATTR = "kpod.bpf.program"
 MAP_ATTR = "kpod.bpf.map"
@@ -70,25 +66,6 @@ def _default_program_dirs(configured: str) -> tuple[Path, ...]:
     return (Path(configured), repo, installed)
 
 
-def _has_bpf_capability(status_text: str) -> bool:
-    for line in status_text.splitlines():
-        if line.startswith("CapEff:"):
-            caps = int(line.split()[1], 16)
-            admin = bool(caps >> _CAP_SYS_ADMIN & 1)
-            return admin or bool(caps >> _CAP_BPF & 1 and caps >> _CAP_PERFMON & 1)
-    return False
-
-
-def _bcc_importable() -> bool:
-    try:
-        importlib.import_module("bcc")
-    except ImportError:  # also when libbcc.so itself is missing (bcc raises ImportError/OSError)
-        return False
-    except OSError:
-        return False
-    return True
-
-
 @dataclass(frozen=True, slots=True)
 class BpfEnvironment:
     """What every program needs from the node, resolved once at start-up."""
@@ -103,33 +80,19 @@ class BpfEnvironment:
     unavailable: str = ""  # why eBPF cannot run at all; "" when it can
 
     @classmethod
-    def from_config(cls, config: Config) -> BpfEnvironment:
-        cgroup2_root = find_cgroup2_root(config.cgroup.root)
+    def detect(cls, *, cgroup_root: str, cgroup2_root: Path | None, program_dir: str, enabled: bool = True,
+               max_cgroups: int = 4096, cgroup_skb: bool = True, syscall_latency: bool = False,
+               enable_stats: bool = False) -> BpfEnvironment:
+        """The node's eBPF support (`cgroup2_root`: the v2 hierarchy the cgroup layer found under
+        `cgroup_root`, None on a pure-v1 node) with the programs' settings."""
         tracefs = find_tracefs()
-        env = cls(
-            program_dirs=_default_program_dirs(config.bpf.program_dir),
-            cgroup2_root=cgroup2_root,
-            tracefs=tracefs,
-            max_cgroups=config.bpf.max_cgroups,
-            cgroup_skb=config.bpf.cgroup_skb,
-            syscall_latency=config.syscall_latency,
-            enable_stats=config.bpf.enable_stats,
-        )
-        reason = ""
-        if not config.bpf.enabled:
-            reason = "disabled by configuration (bpf.enabled: false)"
-        elif not _bcc_importable():
-            reason = "bcc is not installed (Debian package python3-bpfcc)"
-        elif not _has_bpf_capability(Path("/proc/self/status").read_text()):
-            reason = "BPF is not permitted (needs CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON)"
-        elif cgroup2_root is None:
-            reason = (f"no cgroup v2 hierarchy under {config.cgroup.root} (pure cgroup v1 node): "
-                      "per-container eBPF attribution is unsupported")
-        elif tracefs is None:
-            reason = "tracefs is not mounted (/sys/kernel/tracing)"
+        reason = unavailable_reason(enabled=enabled, cgroup_root=cgroup_root, cgroup2_root=cgroup2_root,
+                                    tracefs=tracefs, proc_status_text=Path("/proc/self/status").read_text())
+        dirs = _default_program_dirs(program_dir)
         if reason:
-            env = cls(env.program_dirs, cgroup2_root, tracefs, unavailable=reason)
-        return env
+            return cls(dirs, cgroup2_root, tracefs, unavailable=reason)
+        return cls(dirs, cgroup2_root, tracefs, max_cgroups=max_cgroups, cgroup_skb=cgroup_skb,
+                   syscall_latency=syscall_latency, enable_stats=enable_stats)
 
     def source_of(self, name: str) -> Path | None:
         for directory in self.program_dirs:

@@ -119,6 +119,8 @@ def layout_from_markers(root: str) -> CgroupLayout | None:
 def detect_layout(root: str, mountinfo_path: str = "/proc/self/mountinfo") -> CgroupLayout:
     """Detect v1 / v2 / hybrid from what is mounted under `root` (our own mount namespace, where the
     host's cgroup filesystem is mounted), falling back to marker files for an unmounted tree."""
+    if not os.path.isdir(root):
+        raise CgroupLayoutError(f"{root} does not exist")
     try:
         with open(mountinfo_path) as f:
             layout = layout_from_mountinfo(root, f.read())

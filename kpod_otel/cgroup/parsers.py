@@ -10,12 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-
-def _uint(token: str) -> int | None:
-    """An unsigned decimal as the kernel prints it (ASCII digits only), else None."""
-    if not token or not token.isascii() or not token.isdigit():
-        return None
-    return int(token)
+from kpod_otel.procfs.parsers import parse_uint as _uint
 
 
 def _is_decimal(token: str) -> bool:
@@ -82,7 +77,8 @@ def parse_memory_stat(text: str) -> MemoryStat:
 
 @dataclass(frozen=True, slots=True)
 class MemoryEvents:
-    """v2 memory.events (hierarchical) or memory.events.local."""
+    """Memory events of a cgroup: v2 memory.events (hierarchical), or v1 memory.oom_control, whose
+    `oom_kill` line (kernel 4.13+) has the same meaning."""
 
     values: Mapping[str, int] = field(default_factory=dict)
     malformed: int = 0
@@ -93,31 +89,24 @@ class MemoryEvents:
 
 
 def parse_memory_events(text: str) -> MemoryEvents:
-    """v2 memory.events: `low`, `high`, `max`, `oom`, `oom_kill`, `oom_group_kill`."""
+    """v2 memory.events (`low`, `high`, `max`, `oom`, `oom_kill`, `oom_group_kill`) or v1 memory.oom_control
+    (`oom_kill_disable`, `under_oom`, `oom_kill`): both are flat keyed."""
     flat = parse_flat_keyed(text)
     return MemoryEvents(flat.values, flat.malformed)
 
 
 @dataclass(frozen=True, slots=True)
-class OomControl:
-    """v1 memory.oom_control."""
+class SingleValue:
+    """A file holding one unsigned number (v1 `cpuacct.usage`, `memory.usage_in_bytes`; v2 `memory.current`)."""
 
-    oom_kill_disable: bool | None = None
-    under_oom: bool | None = None
-    oom_kill: int | None = None  # absent before kernel 4.13
+    value: int | None = None
     malformed: int = 0
 
 
-def parse_memory_oom_control(text: str) -> OomControl:
-    """v1 memory.oom_control: `oom_kill_disable 0`, `under_oom 0`, `oom_kill <n>`."""
-    flat = parse_flat_keyed(text)
-    v = flat.values
-    return OomControl(
-        oom_kill_disable=bool(v["oom_kill_disable"]) if "oom_kill_disable" in v else None,
-        under_oom=bool(v["under_oom"]) if "under_oom" in v else None,
-        oom_kill=v.get("oom_kill"),
-        malformed=flat.malformed,
-    )
+def parse_single_value(text: str) -> SingleValue:
+    token = text.strip()
+    value = _uint(token)
+    return SingleValue(value, 0 if value is not None else 1)
 
 
 # --- cpu ----------------------------------------------------------------------------------------------
@@ -125,8 +114,9 @@ def parse_memory_oom_control(text: str) -> OomControl:
 
 @dataclass(frozen=True, slots=True)
 class CpuStat:
-    """v2 cpu.stat (`usage_usec`, `user_usec`, `system_usec`, and with the cpu controller
-    `nr_periods`, `nr_throttled`, `throttled_usec`, …)."""
+    """CPU time and throttling of a cgroup and its descendants in v2 `cpu.stat` terms (`usage_usec`,
+    `user_usec`, `system_usec`, and with the cpu controller `nr_periods`, `nr_throttled`, `throttled_usec`),
+    whatever the cgroup version (see `cpu_stat_from_v1`)."""
 
     values: Mapping[str, int] = field(default_factory=dict)
     malformed: int = 0
@@ -135,10 +125,36 @@ class CpuStat:
     def usage_usec(self) -> int | None:
         return self.values.get("usage_usec")
 
+    @property
+    def nr_periods(self) -> int | None:
+        return self.values.get("nr_periods")
+
+    @property
+    def nr_throttled(self) -> int | None:
+        return self.values.get("nr_throttled")
+
+    @property
+    def throttled_usec(self) -> int | None:
+        return self.values.get("throttled_usec")
+
 
 def parse_cpu_stat(text: str) -> CpuStat:
+    """v2 cpu.stat."""
     flat = parse_flat_keyed(text)
     return CpuStat(flat.values, flat.malformed)
+
+
+def cpu_stat_from_v1(cpu_stat: CpuStat, cpuacct_usage: SingleValue) -> CpuStat:
+    """v1's two files in v2 terms: the cpu controller's `cpu.stat` (`nr_periods`, `nr_throttled`,
+    `throttled_time` in ns) and `cpuacct.usage` (ns). v1 has no per-cgroup user/system split in
+    microseconds (`cpuacct.stat` counts clock ticks), so `user_usec`/`system_usec` stay absent."""
+    v1 = cpu_stat.values
+    values: dict[str, int] = {k: v1[k] for k in ("nr_periods", "nr_throttled") if k in v1}
+    if "throttled_time" in v1:
+        values["throttled_usec"] = v1["throttled_time"] // 1000
+    if cpuacct_usage.value is not None:
+        values["usage_usec"] = cpuacct_usage.value // 1000
+    return CpuStat(values, cpu_stat.malformed + cpuacct_usage.malformed)
 
 
 # --- io / blkio ---------------------------------------------------------------------------------------
@@ -235,6 +251,17 @@ def parse_blkio_stat(text: str) -> BlkioStat:
             continue
         devices.setdefault(parts[0], {})[parts[1]] = value
     return BlkioStat(devices, total, malformed)
+
+
+def device_io_from_blkio(service_bytes: BlkioStat, serviced: BlkioStat) -> dict[str, DeviceIO]:
+    """v1's pair of files (bytes, operations) as per-device I/O in v2 terms."""
+    data_bytes, ops = service_bytes.reads_writes(), serviced.reads_writes()
+    result: dict[str, DeviceIO] = {}
+    for dev in sorted(set(data_bytes) | set(ops)):
+        rb, wb = data_bytes.get(dev, (0, 0))
+        r, w = ops.get(dev, (0, 0))
+        result[dev] = DeviceIO(read_bytes=rb, write_bytes=wb, reads=r, writes=w)
+    return result
 
 
 def parse_cgroup_procs(text: str) -> tuple[tuple[int, ...], int]:

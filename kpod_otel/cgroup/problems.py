@@ -1,4 +1,6 @@
-"""Per-target problem reporting for the cgroup/procfs collectors: count every occurrence, log once.
+"""Per-target problem reporting for the cgroup/procfs collectors: count every occurrence, log once; and the
+one way those collectors read a kernel file (`read`, `read_parsed`), so that a vanished, missing or malformed
+file is accounted the same way everywhere.
 
 A pod that is being deleted makes every collector fail on it for a cycle or two (its cgroup, pids and
 netns vanish); that is normal and must not flood the log, but it is still counted in
@@ -11,13 +13,29 @@ import errno
 import logging
 import os
 from collections.abc import Callable, Iterable
+from typing import Protocol, TypeVar
 
 from kpod_otel.cgroup.fs import is_vanished
-from kpod_otel.selfmetrics import AgentStats
+
+
+class ErrorCounter(Protocol):
+    """Where errors are counted (the agent's `AgentStats`)."""
+
+    def error(self, component: str, kind: str, amount: int = 1) -> None: ...
+
+
+class Parsed(Protocol):
+    """A record of a pure parser: it counts the lines it had to skip."""
+
+    @property
+    def malformed(self) -> int: ...
+
+
+R = TypeVar("R", bound=Parsed)
 
 
 class ProblemLog:
-    def __init__(self, component: str, stats: AgentStats, logger: logging.Logger) -> None:
+    def __init__(self, component: str, stats: ErrorCounter, logger: logging.Logger) -> None:
         self._component = component
         self._stats = stats
         self._log = logger
@@ -45,6 +63,28 @@ class ProblemLog:
                 or (still_there is not None and still_there())):
             kind = "unsupported"
         self.report(target_key, kind, f"{what}: {exc.strerror or exc}")
+
+    def read(self, target_key: str, path: str, still_there: Callable[[], bool] | None = None) -> str | None:
+        """The text of `path`, or None after accounting the failure to `target_key` (see `os_error`)."""
+        try:
+            with open(path) as f:
+                return f.read()
+        except OSError as exc:
+            self.os_error(target_key, path, exc, still_there)
+            return None
+
+    def read_parsed(self, target_key: str, path: str, parse: Callable[[str], R],
+                    still_there: Callable[[], bool] | None = None) -> R | None:
+        """`parse` of the text of `path` (None when it cannot be read); its malformed lines are counted as
+        "parse" errors of `target_key`."""
+        text = self.read(target_key, path, still_there)
+        if text is None:
+            return None
+        record = parse(text)
+        if record.malformed:
+            self.report(target_key, "parse", f"{record.malformed} malformed lines in {os.path.basename(path)}",
+                        record.malformed)
+        return record
 
     def prune(self, live_keys: Iterable[str]) -> None:
         """Forget targets that are gone, so the set does not grow with pod churn."""

@@ -1,4 +1,4 @@
-"""CPU scheduling per container from `ebpf/cpu_sched.c`: run-queue latency and context switches."""
+"""CPU scheduling per container from `ebpf/cpu_sched.c` (`cpu`): run-queue latency and context switches."""
 
 from __future__ import annotations
 
@@ -10,18 +10,13 @@ from kpod_otel.bpf.histogram import to_point
 from kpod_otel.bpf.maps import read_counters, read_histograms
 from kpod_otel.bpf.program import BpfEnvironment, ProgramSpec
 from kpod_otel.bpf.tracefs import CGROUP_RMDIR, TracepointNeed
-from kpod_otel.collector import CollectorSnapshot, InstrumentKind, InstrumentSpec
+from kpod_otel.catalog import specs
+from kpod_otel.collector import CollectorSnapshot, InstrumentSpec
 
 RUNQ_LATENCY = "kpod.cpu.runqueue.latency"
 CONTEXT_SWITCHES = "kpod.cpu.context.switches"
 SWITCH_TYPE = "kpod.switch.type"
 
-INSTRUMENTS = (
-    InstrumentSpec(RUNQ_LATENCY, InstrumentKind.HISTOGRAM, "s",
-                   "Time runnable tasks waited on a run queue before running (wakeup, new, preempted)"),
-    InstrumentSpec(CONTEXT_SWITCHES, InstrumentKind.COUNTER, "{switch}",
-                   "Context switches of the container's tasks (switched out), by kpod.switch.type"),
-)
 
 SPEC = ProgramSpec(
     name="cpu_sched",
@@ -37,13 +32,13 @@ SPEC = ProgramSpec(
 
 
 class CpuSchedCollector(BpfCollector):
-    name = "cpu_sched"
+    name = "cpu"
 
     def program_spec(self, env: BpfEnvironment) -> ProgramSpec:
         return SPEC
 
     def instruments(self) -> Sequence[InstrumentSpec]:
-        return INSTRUMENTS
+        return specs(RUNQ_LATENCY, CONTEXT_SWITCHES)
 
     def _read(self, owners: dict[int, Owner], snap: CollectorSnapshot) -> dict[str, set[int]]:
         switches = read_counters(self._program.table("ctx_switches"), ("voluntary", "involuntary"))

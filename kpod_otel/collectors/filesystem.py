@@ -7,9 +7,12 @@ found in the agent's own mountinfo (read once per cycle; the DaemonSet mounts th
 same path with HostToContainer propagation, so the volumes are visible and statvfs-able there).
 A volume that is a plain directory on the node's disk (emptyDir without `medium: Memory`, configMap)
 is not a mount and is not reported: statvfs would describe the node's disk, not the volume. Mounts
-whose device is the same as the kubelet root's filesystem (bind mounts of the node's disk) are skipped
-for the same reason. Attributes: `system.filesystem.mountpoint` (host path), `system.filesystem.type`,
-`k8s.volume.name`, `k8s.volume.type` (emptyDir, secret, … from the kubelet's plugin directory).
+whose device is one of the node's disks (bind mounts of them: local PVs, hostPath volumes) are skipped for
+the same reason. The node's disks are those of the HOST: the filesystem at "/" in the host's mount table
+(`<proc>/1/mountinfo`; the agent's own "/" is its image) and the one holding `<kubelet-root>/pods` (the
+directory the DaemonSet mounts from the host; the kubelet root above it is the image's).
+Attributes: `system.filesystem.mountpoint` (host path), `system.filesystem.type`, `k8s.volume.name`,
+`k8s.volume.type` (emptyDir, secret, … from the kubelet's plugin directory).
 
 Container root filesystem (container-level points, `system.filesystem.mountpoint` = "/"): the mount
 at "/" in `/proc/<pid>/mountinfo` of a process of the container (cached per container id). It is
@@ -33,12 +36,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from kpod_otel.catalog import specs
 from kpod_otel.cgroup.fs import CgroupFS
-from kpod_otel.cgroup.problems import ProblemLog
-from kpod_otel.collector import Collector, CollectorSnapshot, InstrumentKind, InstrumentSpec
+from kpod_otel.cgroup.problems import ErrorCounter, ProblemLog
+from kpod_otel.collector import Collector, CollectorSnapshot, InstrumentSpec
 from kpod_otel.model import AttrValue, Target
 from kpod_otel.procfs.parsers import MountEntry, MountInfo, parse_mountinfo
-from kpod_otel.selfmetrics import AgentStats
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +51,6 @@ AVAILABLE = "kpod.fs.available.bytes"
 MOUNTPOINT_ATTR = "system.filesystem.mountpoint"
 LAYER_ATTR = "kpod.fs.layer"
 
-_G = InstrumentKind.GAUGE
-FS_INSTRUMENTS: tuple[InstrumentSpec, ...] = (
-    InstrumentSpec(CAPACITY, _G, "By", "Size of the filesystem of a pod volume or container root"),
-    InstrumentSpec(USAGE, _G, "By", "Bytes used on the filesystem of a pod volume or container root"),
-    InstrumentSpec(AVAILABLE, _G, "By", "Bytes available to unprivileged users on that filesystem"),
-)
 
 # Filesystems whose size is that of another filesystem (the node's disk holding the layers).
 _LAYERED_FS = frozenset({"overlay", "aufs", "fuse-overlayfs"})
@@ -150,7 +147,7 @@ class FilesystemCollector(Collector):
     def __init__(
         self,
         fs: CgroupFS,
-        stats: AgentStats,
+        stats: ErrorCounter,
         *,
         proc_root: str = "/proc",
         kubelet_root: str = "/var/lib/kubelet",
@@ -166,6 +163,8 @@ class FilesystemCollector(Collector):
         self._pods_dir = os.path.join(os.path.normpath(kubelet_root), "pods") + "/"
         self._kubelet_root = kubelet_root
         self._mountinfo_path = mountinfo_path
+        self._host_mountinfo_path = os.path.join(proc_root, "1", "mountinfo")
+        self._host_root_device: str | None = None  # the host's "/" never changes: read until known
         self._roots: dict[str, _RootFs] = {}  # container id -> its root mount
         # mountinfo line -> its parse; kept for the lines of the last read only (mounts come and go)
         self._mount_lines: dict[str, MountInfo] = {}
@@ -177,7 +176,7 @@ class FilesystemCollector(Collector):
         self._cycle_started = 0.0
 
     def instruments(self) -> Sequence[InstrumentSpec]:
-        return FS_INSTRUMENTS
+        return specs(CAPACITY, USAGE, AVAILABLE)
 
     def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
         snap = CollectorSnapshot()
@@ -205,11 +204,8 @@ class FilesystemCollector(Collector):
     # --- volumes ------------------------------------------------------------------------------------
 
     def _read_mounts(self) -> list[MountEntry]:
-        try:
-            with open(self._mountinfo_path) as f:
-                text = f.read()
-        except OSError as exc:
-            self._problems.os_error("node", self._mountinfo_path, exc)
+        text = self._problems.read("node", self._mountinfo_path)
+        if text is None:
             return []
         # The node's mount table barely changes between cycles: each line is parsed once (a few hundred
         # lines on a node cost ~2 ms per cycle to parse again; bench/node_cycle.py).
@@ -229,14 +225,32 @@ class FilesystemCollector(Collector):
         return mounts
 
     def _node_devices(self, mounts: list[MountEntry]) -> set[str]:
-        """maj:min of the node's own disk(s): the filesystem at "/" and the one holding the kubelet root."""
-        devices = {m.device for m in mounts if m.mount_point == "/"}
-        try:
-            st = os.stat(self._kubelet_root)
+        """maj:min of the node's own disk(s): the host's "/" and the filesystem holding the kubelet's pods."""
+        devices: set[str] = set()
+        host_root = self._host_root()
+        if host_root is not None:
+            devices.add(host_root)
+        else:  # no host mount table (not hostPID, or no proc-root): our own "/" is the best guess
+            devices.update(m.device for m in mounts if m.mount_point == "/")
+        for path in (self._pods_dir, self._kubelet_root):
+            try:
+                st = os.stat(path)
+            except OSError:
+                continue
             devices.add(f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
-        except OSError:
-            pass
+            break
         return devices
+
+    def _host_root(self) -> str | None:
+        """maj:min of "/" in the host's mount table (`<proc>/1/mountinfo`), read until it is known."""
+        if self._host_root_device is None:
+            try:
+                with open(self._host_mountinfo_path) as f:
+                    root = parse_mountinfo(f.read()).by_mount_point().get("/")
+            except OSError:
+                return None
+            self._host_root_device = root.device if root is not None else None
+        return self._host_root_device
 
     def _volume_mounts(self, mounts: list[MountEntry]) -> dict[str, list[MountEntry]]:
         """`<kubelet-root>/pods/<uid>/volumes` -> the mounts below it (the last mount at a path wins)."""
@@ -350,8 +364,7 @@ class FilesystemCollector(Collector):
 
     def _root_mount(self, pid_dir: str, node_devices: set[str]) -> _RootFs | None:
         with open(os.path.join(pid_dir, "mountinfo")) as f:
-            info = parse_mountinfo(f.read())
-        root_mount = info.by_mount_point().get("/")
+            root_mount = parse_mountinfo(f.read()).by_mount_point().get("/")
         if root_mount is None:
             return None
         dedicated = root_mount.fs_type not in _LAYERED_FS and root_mount.device not in node_devices

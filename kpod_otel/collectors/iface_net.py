@@ -1,4 +1,4 @@
-"""InterfaceNetworkCollector: per-pod interface counters read inside the pod's network namespace.
+"""InterfaceNetworkCollector (`network`): per-pod interface counters read inside the pod's network namespace.
 
 A pod's containers share one network namespace, so the eight `kpod.net.iface.*` counters are reported
 once per pod (no container attributes), per interface (`network.interface.name`). The namespace is
@@ -32,31 +32,26 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kpod_otel.cgroup.problems import ProblemLog
-from kpod_otel.collector import Collector, CollectorSnapshot, InstrumentKind, InstrumentSpec
+from kpod_otel.catalog import specs
+from kpod_otel.cgroup.problems import ErrorCounter, ProblemLog
+from kpod_otel.collector import Collector, CollectorSnapshot, InstrumentSpec
 from kpod_otel.model import Target
 from kpod_otel.procfs.parsers import InterfaceCounters, parse_net_dev
-from kpod_otel.selfmetrics import AgentStats
 
 log = logging.getLogger(__name__)
 
 IFACE_ATTR = "network.interface.name"
-_C = InstrumentKind.COUNTER
-
-# metric name -> (field of InterfaceCounters, unit, description)
-IFACE_METRICS: dict[str, tuple[str, str, str]] = {
-    "kpod.net.iface.rx.bytes": ("rx_bytes", "By", "Bytes received on a pod interface"),
-    "kpod.net.iface.tx.bytes": ("tx_bytes", "By", "Bytes transmitted on a pod interface"),
-    "kpod.net.iface.rx.packets": ("rx_packets", "{packet}", "Packets received on a pod interface"),
-    "kpod.net.iface.tx.packets": ("tx_packets", "{packet}", "Packets transmitted on a pod interface"),
-    "kpod.net.iface.rx.errors": ("rx_errors", "{error}", "Receive errors on a pod interface"),
-    "kpod.net.iface.tx.errors": ("tx_errors", "{error}", "Transmit errors on a pod interface"),
-    "kpod.net.iface.rx.drops": ("rx_drops", "{packet}", "Received packets dropped on a pod interface"),
-    "kpod.net.iface.tx.drops": ("tx_drops", "{packet}", "Transmitted packets dropped on a pod interface"),
+# metric name -> field of InterfaceCounters
+IFACE_METRICS: dict[str, str] = {
+    "kpod.net.iface.rx.bytes": "rx_bytes",
+    "kpod.net.iface.tx.bytes": "tx_bytes",
+    "kpod.net.iface.rx.packets": "rx_packets",
+    "kpod.net.iface.tx.packets": "tx_packets",
+    "kpod.net.iface.rx.errors": "rx_errors",
+    "kpod.net.iface.tx.errors": "tx_errors",
+    "kpod.net.iface.rx.drops": "rx_drops",
+    "kpod.net.iface.tx.drops": "tx_drops",
 }
-IFACE_INSTRUMENTS: tuple[InstrumentSpec, ...] = tuple(
-    InstrumentSpec(name, _C, unit, desc) for name, (_, unit, desc) in IFACE_METRICS.items()
-)
 
 _CLONE_NEWNET = 0x40000000
 
@@ -241,11 +236,11 @@ class NetlinkStats:
 
 
 class InterfaceNetworkCollector(Collector):
-    name = "iface_net"
+    name = "network"
 
     def __init__(
         self,
-        stats: AgentStats,
+        stats: ErrorCounter,
         *,
         proc_root: str = "/proc",
         use_netlink: bool = True,
@@ -269,7 +264,7 @@ class InterfaceNetworkCollector(Collector):
         return None
 
     def instruments(self) -> Sequence[InstrumentSpec]:
-        return IFACE_INSTRUMENTS
+        return specs(*IFACE_METRICS)
 
     def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
         snap = CollectorSnapshot()
@@ -284,7 +279,7 @@ class InterfaceNetworkCollector(Collector):
                 if ifname == "lo" and not self._include_loopback:
                     continue
                 attrs = {IFACE_ATTR: ifname}
-                for metric, (fieldname, _, _) in IFACE_METRICS.items():
+                for metric, fieldname in IFACE_METRICS.items():
                     snap.add(target.key, metric, getattr(c, fieldname), attrs)
         if self._netlink is not None:
             self._netlink.keep_only(used)
@@ -316,15 +311,16 @@ class InterfaceNetworkCollector(Collector):
                         self._netlink = None
                     if not self._netlink_failed_logged:
                         self._netlink_failed_logged = True
-                        log.warning("iface_net: netlink read failed (%s); using /proc/<pid>/net/dev%s", exc,
+                        log.warning("network: netlink read failed (%s); using /proc/<pid>/net/dev%s", exc,
                                     " from now on" if self._netlink is None else "")
                     self._stats.error(self.name, "netlink")
             try:
                 with open(os.path.join(self._proc_root, str(pid), "net", "dev")) as f:
-                    parsed = parse_net_dev(f.read())
-            except OSError as exc:
+                    text = f.read()
+            except OSError as exc:  # the next pid of the pod may still be there
                 last_error = exc
                 continue
+            parsed = parse_net_dev(text)
             if parsed.malformed:
                 self._problems.report(target.key, "parse", f"{parsed.malformed} malformed lines in net/dev",
                                       parsed.malformed)

@@ -1,7 +1,7 @@
 """Memory events per container from `ebpf/mem.c`: OOM kills (charged to the victim) and major faults.
 
-The cgroup files (`memory.events` oom_kill / `memory.oom_control` oom_kill, `memory.stat` pgmajfault)
-hold the same truth and are the fallback when eBPF is off; the tests check that both sources agree.
+The eBPF source of the `memory` collector (`kpod_otel.collectors.memory.MemoryCollector`), which falls
+back to the cgroup files for what this program cannot see or when it is off.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from kpod_otel.bpf.collector import BpfCollector
 from kpod_otel.bpf.maps import read_counters
 from kpod_otel.bpf.program import BpfEnvironment, PerfEventAttach, ProgramSpec
 from kpod_otel.bpf.tracefs import CGROUP_RMDIR, TracepointNeed
+from kpod_otel.catalog import specs
 from kpod_otel.collector import CollectorSnapshot, InstrumentSpec
-from kpod_otel.collectors.memory_cgroup import MAJOR_FAULTS, MEMORY_INSTRUMENTS, OOM_KILLS
 
-# One declaration for both sources of these metrics (the pipeline requires identical declarations).
-INSTRUMENTS = MEMORY_INSTRUMENTS
+OOM_KILLS = "kpod.mem.oom.kills"
+MAJOR_FAULTS = "kpod.mem.major.page.faults"
 
 PERF_TYPE_SOFTWARE = 1
 PERF_COUNT_SW_PAGE_FAULTS_MAJ = 6
@@ -36,13 +36,13 @@ SPEC = ProgramSpec(
 
 
 class MemoryBpfCollector(BpfCollector):
-    name = "memory_bpf"
+    name = "memory"
 
     def program_spec(self, env: BpfEnvironment) -> ProgramSpec:
         return SPEC
 
     def instruments(self) -> Sequence[InstrumentSpec]:
-        return INSTRUMENTS
+        return specs(OOM_KILLS, MAJOR_FAULTS)
 
     def _read(self, owners: dict[int, Owner], snap: CollectorSnapshot) -> dict[str, set[int]]:
         kills = read_counters(self._program.table("oom_kills"), ())

@@ -10,18 +10,13 @@ from kpod_otel.bpf.histogram import to_point
 from kpod_otel.bpf.maps import read_counters, read_histograms
 from kpod_otel.bpf.program import BpfEnvironment, ProgramSpec
 from kpod_otel.bpf.tracefs import CGROUP_RMDIR, TracepointNeed
-from kpod_otel.collector import CollectorSnapshot, InstrumentKind, InstrumentSpec
+from kpod_otel.catalog import specs
+from kpod_otel.collector import CollectorSnapshot, InstrumentSpec
 
 SYSCALL_COUNT = "kpod.syscall.count"
 SYSCALL_ERRORS = "kpod.syscall.errors"
 SYSCALL_LATENCY = "kpod.syscall.latency"
 
-INSTRUMENTS = (
-    InstrumentSpec(SYSCALL_COUNT, InstrumentKind.COUNTER, "{call}", "System calls completed"),
-    InstrumentSpec(SYSCALL_ERRORS, InstrumentKind.COUNTER, "{error}", "System calls that returned an error"),
-    InstrumentSpec(SYSCALL_LATENCY, InstrumentKind.HISTOGRAM, "s",
-                   "Time from syscall entry to exit (blocking calls included: idle time, not cost)"),
-)
 
 
 class SyscallCollector(BpfCollector):
@@ -46,7 +41,9 @@ class SyscallCollector(BpfCollector):
         return self._env.syscall_latency
 
     def instruments(self) -> Sequence[InstrumentSpec]:
-        return INSTRUMENTS if self._env.syscall_latency else INSTRUMENTS[:2]
+        if self._env.syscall_latency:
+            return specs(SYSCALL_COUNT, SYSCALL_ERRORS, SYSCALL_LATENCY)
+        return specs(SYSCALL_COUNT, SYSCALL_ERRORS)
 
     def _read(self, owners: dict[int, Owner], snap: CollectorSnapshot) -> dict[str, set[int]]:
         counts = read_counters(self._program.table("syscalls"), ("calls", "errors"))

@@ -11,22 +11,14 @@ from kpod_otel.bpf.histogram import to_point
 from kpod_otel.bpf.maps import read_counters, read_histograms
 from kpod_otel.bpf.program import BpfEnvironment, CgroupAttach, ProgramSpec
 from kpod_otel.bpf.tracefs import CGROUP_RMDIR
-from kpod_otel.collector import CollectorSnapshot, InstrumentKind, InstrumentSpec
+from kpod_otel.catalog import specs
+from kpod_otel.collector import CollectorSnapshot, InstrumentSpec
 
 BYTES_SENT = "kpod.net.tcp.bytes.sent"
 BYTES_RECEIVED = "kpod.net.tcp.bytes.received"
 RETRANSMITS = "kpod.net.tcp.retransmits"
 CONNECTIONS = "kpod.net.tcp.connections"
 RTT = "kpod.net.tcp.rtt"
-
-_C, _H = InstrumentKind.COUNTER, InstrumentKind.HISTOGRAM
-INSTRUMENTS = (
-    InstrumentSpec(BYTES_SENT, _C, "By", "TCP payload sent and acknowledged by the peer"),
-    InstrumentSpec(BYTES_RECEIVED, _C, "By", "TCP payload received"),
-    InstrumentSpec(RETRANSMITS, _C, "{segment}", "TCP segments retransmitted"),
-    InstrumentSpec(CONNECTIONS, _C, "{connection}", "TCP connections established (active and passive)"),
-    InstrumentSpec(RTT, _H, "s", "TCP round-trip time samples, one per RTT measurement of the stack"),
-)
 
 _FIELDS = ("bytes_sent", "bytes_received", "retransmits", "connections")
 _METRICS = (BYTES_SENT, BYTES_RECEIVED, RETRANSMITS, CONNECTIONS)
@@ -52,7 +44,7 @@ class TcpCollector(BpfCollector):
         )
 
     def instruments(self) -> Sequence[InstrumentSpec]:
-        return INSTRUMENTS
+        return specs(BYTES_SENT, BYTES_RECEIVED, RETRANSMITS, CONNECTIONS, RTT)
 
     def _read(self, owners: dict[int, Owner], snap: CollectorSnapshot) -> dict[str, set[int]]:
         counts = read_counters(self._program.table("tcp_counts"), _FIELDS)

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 
-def _uint(token: str) -> int | None:
+def parse_uint(token: str) -> int | None:
+    """An unsigned decimal as the kernel prints it (ASCII digits only), else None."""
     if not token or not token.isascii() or not token.isdigit():
         return None
     return int(token)
@@ -68,9 +69,9 @@ def _parse_mount_line(line: str) -> MountEntry | None:
         return None
     if len(parts) < sep + 4 or sep < 6:
         return None
-    mount_id, parent_id = _uint(parts[0]), _uint(parts[1])
+    mount_id, parent_id = parse_uint(parts[0]), parse_uint(parts[1])
     major_s, colon, minor_s = parts[2].partition(":")
-    major, minor = _uint(major_s), _uint(minor_s)
+    major, minor = parse_uint(major_s), parse_uint(minor_s)
     if mount_id is None or parent_id is None or major is None or minor is None or not colon:
         return None
     if not parts[3] or not parts[4] or not parts[sep + 1]:
@@ -142,7 +143,7 @@ def parse_net_dev(text: str) -> NetDev:
             continue
         name, colon, rest = line.partition(":")
         name = name.strip()
-        fields = [_uint(t) for t in rest.split()]
+        fields = [parse_uint(t) for t in rest.split()]
         if not colon or not name or len(fields) < 16 or any(f is None for f in fields[:16]):
             malformed += 1
             continue

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from kpod_otel.assembly import bpf_environment, cgroup_fs
 from kpod_otel.bpf.program import BpfEnvironment
 from kpod_otel.collector import CollectorSnapshot, HistogramPoint
 from kpod_otel.collectors.cpu_sched import CpuSchedCollector
@@ -29,6 +30,11 @@ from tests.conftest import require, require_bcc
 V2_ROOT = Path("/sys/fs/cgroup/unified")
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "kpt-bpf-"
+
+
+def bpf_env_of(config: Config) -> BpfEnvironment:
+    """The eBPF environment the agent would resolve from `config` on this machine."""
+    return bpf_environment(config, cgroup_fs(config))
 
 
 def bpf_config(**bpf: object) -> Config:
@@ -207,14 +213,14 @@ def stats() -> AgentStats:
 @pytest.fixture(scope="session")
 def bpf_env() -> BpfEnvironment:
     require_bcc()
-    env = BpfEnvironment.from_config(bpf_config())
+    env = bpf_env_of(bpf_config())
     assert not env.unavailable, env.unavailable
     return env
 
 
 @pytest.fixture(scope="session")
 def cpu_collector(bpf_env: BpfEnvironment, stats: AgentStats) -> Iterator[CpuSchedCollector]:
-    c = CpuSchedCollector(bpf_config(), stats, bpf_env)
+    c = CpuSchedCollector(stats, bpf_env)
     assert c.available, c.unavailable_reason
     yield c
     c.close()
@@ -222,7 +228,7 @@ def cpu_collector(bpf_env: BpfEnvironment, stats: AgentStats) -> Iterator[CpuSch
 
 @pytest.fixture(scope="session")
 def tcp_collector(bpf_env: BpfEnvironment, stats: AgentStats) -> Iterator[TcpCollector]:
-    c = TcpCollector(bpf_config(), stats, bpf_env)
+    c = TcpCollector(stats, bpf_env)
     assert c.available, c.unavailable_reason
     yield c
     c.close()
@@ -230,7 +236,7 @@ def tcp_collector(bpf_env: BpfEnvironment, stats: AgentStats) -> Iterator[TcpCol
 
 @pytest.fixture(scope="session")
 def mem_collector(bpf_env: BpfEnvironment, stats: AgentStats) -> Iterator[MemoryBpfCollector]:
-    c = MemoryBpfCollector(bpf_config(), stats, bpf_env)
+    c = MemoryBpfCollector(stats, bpf_env)
     assert c.available, c.unavailable_reason
     yield c
     c.close()
@@ -238,7 +244,7 @@ def mem_collector(bpf_env: BpfEnvironment, stats: AgentStats) -> Iterator[Memory
 
 @pytest.fixture(scope="session")
 def syscall_collector(bpf_env: BpfEnvironment, stats: AgentStats) -> Iterator[SyscallCollector]:
-    c = SyscallCollector(bpf_config(), stats, bpf_env)
+    c = SyscallCollector(stats, bpf_env)
     assert c.available, c.unavailable_reason
     assert c.latency_enabled
     yield c

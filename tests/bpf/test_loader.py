@@ -18,7 +18,7 @@ from kpod_otel.collectors.mem_bpf import MemoryBpfCollector
 from kpod_otel.collectors.syscall import SYSCALL_COUNT, SyscallCollector
 from kpod_otel.collectors.tcp import TcpCollector
 from kpod_otel.selfmetrics import AgentStats
-from tests.bpf.conftest import REPO, CgroupFactory, Workload, bpf_config, target_for, value
+from tests.bpf.conftest import REPO, CgroupFactory, Workload, bpf_config, bpf_env_of, target_for, value
 from tests.conftest import require_bcc
 
 SLOT_PROBE = """
@@ -69,7 +69,7 @@ def test_failing_programs_leave_the_others_working(tmp_path: Path, cgroups: Cgro
         shutil.copy(f, tmp_path / f.name)
     (tmp_path / "tcp.c").write_text((REPO / "ebpf" / "tcp.c").read_text() + "\nthis is not C;\n")
     config = bpf_config(program_dir=str(tmp_path))
-    env = BpfEnvironment.from_config(config)
+    env = bpf_env_of(config)
     assert env.source_of("tcp") == tmp_path / "tcp.c"
     stats = AgentStats()
 
@@ -80,9 +80,9 @@ def test_failing_programs_leave_the_others_working(tmp_path: Path, cgroups: Cgro
             return ProgramSpec(spec.name, spec.tracepoints, (*spec.perf_events, bad), (), spec.failure_maps,
                                spec.cgroup_maps)
 
-    tcp = TcpCollector(config, stats, env)
-    mem = BrokenAttachMemory(config, stats, env)
-    sysc = SyscallCollector(config, stats, env)
+    tcp = TcpCollector(stats, env)
+    mem = BrokenAttachMemory(stats, env)
+    sysc = SyscallCollector(stats, env)
     try:
         assert not tcp.available and tcp.unavailable_reason.startswith("compile/load failed")
         assert not mem.available and mem.unavailable_reason.startswith("attach failed")
@@ -115,14 +115,20 @@ NO_BCC = """
 import logging, sys
 sys.modules["bcc"] = None  # `import bcc` now raises ImportError, as on a node without python3-bpfcc
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-from kpod_otel.bpf import build_bpf_collectors
+from kpod_otel.assembly import bpf_environment, build_collectors, cgroup_fs
 from kpod_otel.collectors.cpu_sched import CpuSchedCollector
-from kpod_otel.config import Config, Profile
+from kpod_otel.config import CgroupConfig, Config, Profile
 from kpod_otel.selfmetrics import AgentStats
 stats = AgentStats()
-config = Config(profile=Profile.COMPREHENSIVE)
-assert build_bpf_collectors(config, stats) == []
-c = CpuSchedCollector(config, stats)
+config = Config(profile=Profile.COMPREHENSIVE,
+                cgroup=CgroupConfig(root="/sys/fs/cgroup", proc_root="/proc", sys_root="/sys"))
+fs = cgroup_fs(config)
+collectors = build_collectors(config, fs, stats)
+assert [c.name for c in collectors] == ["memory", "disk", "network", "filesystem", "agent"]
+assert not collectors[0].ebpf_loaded  # memory from the cgroup files
+for collector in collectors:
+    collector.close()
+c = CpuSchedCollector(stats, bpf_environment(config, fs))
 assert not c.available and "bcc is not installed" in c.unavailable_reason
 assert c.collect([]).points == {}
 c.close()
@@ -144,7 +150,7 @@ def test_cgroup_skb_kill_switch(enabled: bool) -> None:
     require_bcc()
     stats = AgentStats()
     config = bpf_config(cgroup_skb=enabled)
-    tcp = TcpCollector(config, stats)
+    tcp = TcpCollector(stats, bpf_env_of(config))
     try:
         assert not tcp.available and "cgroup-skb" in tcp.unavailable_reason
     finally:
@@ -157,7 +163,7 @@ def test_map_full_failures_are_counted_in_the_kernel(cgroups: CgroupFactory) -> 
     require_bcc()
     stats = AgentStats()
     config = bpf_config(max_cgroups=1)
-    sysc = SyscallCollector(config, stats)
+    sysc = SyscallCollector(stats, bpf_env_of(config))
     try:
         assert sysc.available, sysc.unavailable_reason
         a, b = cgroups.make("full-a"), cgroups.make("full-b")
@@ -184,7 +190,7 @@ def test_run_time_stats_when_configured(cgroups: CgroupFactory) -> None:
     default: it is node-wide); run time and count then come from /proc/self/fdinfo."""
     require_bcc()
     stats = AgentStats()
-    sysc = SyscallCollector(bpf_config(enable_stats=True), stats)
+    sysc = SyscallCollector(stats, bpf_env_of(bpf_config(enable_stats=True)))
     try:
         assert sysc.available, sysc.unavailable_reason
         cg = cgroups.make("stats")

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from kpod_otel.bpf import build_bpf_collectors
+from kpod_otel.assembly import build_collectors, cgroup_fs
 from kpod_otel.bpf.attribution import group_counters, group_histograms, owners_by_cgroup
 from kpod_otel.bpf.cgroupv2 import find_cgroup2_root
+from kpod_otel.bpf.collector import BpfCollector
 from kpod_otel.bpf.fdinfo import ProgRunStats, parse_prog_fdinfo
 from kpod_otel.bpf.histogram import BOUNDS_SECONDS, SLOTS, RawHistogram, to_point
-from kpod_otel.bpf.program import BpfEnvironment
 from kpod_otel.bpf.tracefs import TracepointNeed, check_tracepoint, parse_format_fields
 from kpod_otel.collectors.cpu_sched import CONTEXT_SWITCHES, CpuSchedCollector
 from kpod_otel.config import CgroupConfig, Config
 from kpod_otel.model import ContainerTarget, Target
 from kpod_otel.selfmetrics import AgentStats
-from tests.bpf.conftest import CgroupFactory, Workload, target_for
+from tests.bpf.conftest import CgroupFactory, Workload, bpf_env_of, target_for
 from tests.conftest import require_bcc
 
 SCHED_SWITCH_FORMAT = """name: sched_switch
@@ -148,7 +148,14 @@ def test_pure_v1_node_means_no_ebpf(tmp_path: Path) -> None:
     """No cgroup2 hierarchy under the configured root: eBPF is off with a clear reason."""
     require_bcc()
     (tmp_path / "memory").mkdir()  # a v1-looking tree: controllers, no cgroup.controllers anywhere
-    config = Config(cgroup=CgroupConfig(root=str(tmp_path)))
-    env = BpfEnvironment.from_config(config)
+    (tmp_path / "memory" / "cgroup.procs").write_text("")
+    config = Config(cgroup=CgroupConfig(root=str(tmp_path), kubelet_root=str(tmp_path / "kubelet")))
+    env = bpf_env_of(config)
     assert env.unavailable.startswith(f"no cgroup v2 hierarchy under {tmp_path}")
-    assert build_bpf_collectors(config, AgentStats()) == []
+    collectors = build_collectors(config, cgroup_fs(config), AgentStats())
+    try:
+        assert not any(isinstance(c, BpfCollector) for c in collectors)
+        assert "memory" in [c.name for c in collectors]  # from the cgroup files
+    finally:
+        for c in collectors:
+            c.close()

@@ -12,7 +12,7 @@ import pytest
 from kpod_otel.cgroup.fs import CgroupFS, CgroupVersion, layout_from_markers
 from kpod_otel.cgroup.mapper import PodCgroupMapper
 from kpod_otel.collectors.disk_io import DEVICE_NUMBER_ATTR, DiskIOCollector
-from kpod_otel.collectors.memory_cgroup import MAJOR_FAULTS, OOM_KILLS, MemoryCgroupCollector
+from kpod_otel.collectors.memory import MAJOR_FAULTS, OOM_KILLS, MemoryCollector
 from kpod_otel.model import ContainerInfo, PodInfo
 from kpod_otel.selfmetrics import AgentStats
 
@@ -58,7 +58,7 @@ def test_disk_and_memory_from_v2_files(tmp_path: Path) -> None:
     assert all(o.attributes["container.id"] == CID and o.attributes["k8s.container.name"] == "app"
                for obs in disk.values() for o in obs)
 
-    memory = MemoryCgroupCollector(fs, stats).collect(targets).points[UID]
+    memory = MemoryCollector(fs, stats).collect(targets).points[UID]
     assert [o.value for o in memory[OOM_KILLS]] == [3]
     assert [o.value for o in memory[MAJOR_FAULTS]] == [1611]
     assert stats.total("kpod.agent.errors") == 0
@@ -73,10 +73,10 @@ def test_malformed_lines_are_counted_not_fatal(tmp_path: Path) -> None:
         uid=UID, name="p", namespace="n", containers=(ContainerInfo("app", CID),))])
     disk = DiskIOCollector(fs, stats, sys_root=str(tmp_path)).collect(targets).points[UID]
     assert [o.value for o in disk["kpod.disk.read.bytes"]] == [5]
-    memory = MemoryCgroupCollector(fs, stats).collect(targets).points[UID]
+    memory = MemoryCollector(fs, stats).collect(targets).points[UID]
     assert [o.value for o in memory[OOM_KILLS]] == [2]
-    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk_io", "error.type": "parse"}) == 1
-    assert stats.get("kpod.agent.errors", **{"kpod.component": "memory_cgroup", "error.type": "parse"}) == 1
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk", "error.type": "parse"}) == 1
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "memory", "error.type": "parse"}) == 1
 
 
 def test_vanished_pod_loses_only_its_points_and_is_logged_once(
@@ -96,7 +96,7 @@ def test_vanished_pod_loses_only_its_points_and_is_logged_once(
     ])
     shutil.rmtree(container)  # the first pod is deleted after discovery, before the collectors run
     (other / "memory.events").unlink()  # a file the kernel does not provide for that cgroup
-    disk, memory = DiskIOCollector(fs, stats, sys_root=str(tmp_path)), MemoryCgroupCollector(fs, stats)
+    disk, memory = DiskIOCollector(fs, stats, sys_root=str(tmp_path)), MemoryCollector(fs, stats)
     caplog.set_level(logging.INFO)
     for _ in range(3):
         assert set(disk.collect(targets).points) == {other_uid}
@@ -106,9 +106,9 @@ def test_vanished_pod_loses_only_its_points_and_is_logged_once(
     def errors(component: str, kind: str) -> float:
         return stats.get("kpod.agent.errors", **{"kpod.component": component, "error.type": kind})
 
-    assert errors("disk_io", "vanished") == 3
-    assert errors("memory_cgroup", "vanished") == 6  # memory.events and memory.stat, three cycles
-    assert errors("memory_cgroup", "unsupported") == 3
+    assert errors("disk", "vanished") == 3
+    assert errors("memory", "vanished") == 6  # memory.events and memory.stat, three cycles
+    assert errors("memory", "unsupported") == 3
     vanished_logs = [r for r in caplog.records if UID in r.getMessage()]
     assert len(vanished_logs) == 2  # once per collector, not once per cycle or file
 

@@ -141,7 +141,7 @@ def test_vanished_container_loses_only_its_points(cgroup_tree: CgroupTree) -> No
         os.rmdir(os.path.join(CGROUP_ROOT, h, pod.container_path))
     snap = DiskIOCollector(fs, stats).collect(targets)
     assert pod.uid not in snap.points
-    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk_io", "error.type": "vanished"}) == 1
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk", "error.type": "vanished"}) == 1
 
 
 def test_cgroup_missing_from_the_blkio_hierarchy_is_unsupported_not_vanished(cgroup_tree: CgroupTree) -> None:
@@ -157,5 +157,5 @@ def test_cgroup_missing_from_the_blkio_hierarchy_is_unsupported_not_vanished(cgr
                                                       containers=(ContainerInfo("c", cid),))])
     assert targets[0].containers
     assert DiskIOCollector(fs, stats).collect(targets).points == {}
-    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk_io", "error.type": "unsupported"}) == 1
-    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk_io", "error.type": "vanished"}) == 0
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk", "error.type": "unsupported"}) == 1
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "disk", "error.type": "vanished"}) == 0

@@ -169,7 +169,7 @@ def test_host_network_and_vanished_pods_report_nothing(two_pods: tuple[PodNetns,
     finally:
         collector.close()
     assert set(snap.points) == {"pod-a"}
-    assert stats.get("kpod.agent.errors", **{"kpod.component": "iface_net", "error.type": "vanished"}) == 6
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "network", "error.type": "vanished"}) == 6
 
 
 WITHOUT_SYS_ADMIN = """
@@ -185,7 +185,7 @@ for _ in range(3):
 collector.close()
 points = {m: [(o.attributes[IFACE_ATTR], o.value) for o in obs] for m, obs in snap.points["pod"].items()}
 print(json.dumps({"points": points, "netlink_errors": stats.get(
-    "kpod.agent.errors", **{"kpod.component": "iface_net", "error.type": "netlink"})}))
+    "kpod.agent.errors", **{"kpod.component": "network", "error.type": "netlink"})}))
 """
 
 

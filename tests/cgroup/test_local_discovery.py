@@ -16,7 +16,7 @@ import pytest
 
 from kpod_otel.cgroup.fs import CgroupFS, CgroupVersion
 from kpod_otel.cgroup.mapper import WORKLOAD_KIND_LABEL, PodCgroupMapper
-from kpod_otel.collectors.memory_cgroup import MemoryCgroupCollector
+from kpod_otel.collectors.memory import MemoryCollector
 from kpod_otel.discovery.local import LocalCgroupProvider
 from kpod_otel.selfmetrics import AgentStats
 from tests.cgroup.conftest import CGROUP_ROOT, CgroupTree, systemd_burstable_pod
@@ -118,7 +118,7 @@ def test_workloads_without_kubernetes(private_hierarchy: str) -> None:
         assert docker_t.containers[0].container_id == docker_id
         assert docker_t.cgroup_id is None  # no cgroup2 in this layout: eBPF cannot attribute it
         # a collector whose controller is not mounted here reports nothing and raises nothing
-        assert MemoryCgroupCollector(fs, stats).collect(list(targets.values())).points == {}
+        assert MemoryCollector(fs, stats).collect(list(targets.values())).points == {}
     finally:
         sleeper.kill()
         sleeper.wait()

@@ -1,4 +1,4 @@
-"""MemoryCgroupCollector on real v1 memory cgroups: an OOM kill under a small limit, and major page
+"""MemoryCollector (cgroup files) on real v1 memory cgroups: an OOM kill under a small limit, and major page
 faults of a process that maps a file whose pages were evicted from the page cache."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import pytest
 
 from kpod_otel.cgroup.fs import CgroupFS
 from kpod_otel.cgroup.mapper import PodCgroupMapper
-from kpod_otel.cgroup.parsers import parse_memory_oom_control, parse_memory_stat
-from kpod_otel.collectors.memory_cgroup import MAJOR_FAULTS, OOM_KILLS, MemoryCgroupCollector
+from kpod_otel.cgroup.parsers import parse_memory_events, parse_memory_stat
+from kpod_otel.collectors.memory import MAJOR_FAULTS, OOM_KILLS, MemoryCollector
 from kpod_otel.model import ContainerInfo, PodInfo, Target
 from kpod_otel.selfmetrics import AgentStats
 from tests.cgroup.conftest import CGROUP_ROOT, PYTHON, CgroupTree, KubePod, systemd_burstable_pod
@@ -45,7 +45,7 @@ def test_oom_kill_counted(cgroup_tree: CgroupTree) -> None:
     fs = CgroupFS.detect(CGROUP_ROOT)
     stats = AgentStats()
     targets = pod_target(fs, stats, pod)
-    collector = MemoryCgroupCollector(fs, stats)
+    collector = MemoryCollector(fs, stats)
     before = collector.collect(targets).points[pod.uid]
     assert only_value(before, OOM_KILLS, pod.container_id) == 0
 
@@ -56,7 +56,7 @@ def test_oom_kill_counted(cgroup_tree: CgroupTree) -> None:
 
     after = collector.collect(targets).points[pod.uid]
     with open(os.path.join(mem_dir, "memory.oom_control")) as f:
-        kernel = parse_memory_oom_control(f.read()).oom_kill
+        kernel = parse_memory_events(f.read()).oom_kill
     assert only_value(after, OOM_KILLS, pod.container_id) == 1 == kernel
     assert stats.total("kpod.agent.errors") == 0
 
@@ -94,7 +94,7 @@ def test_major_faults_match_memory_stat_and_the_process(cgroup_tree: CgroupTree,
     fs = CgroupFS.detect(CGROUP_ROOT)
     stats = AgentStats()
     targets = pod_target(fs, stats, pod)
-    collector = MemoryCgroupCollector(fs, stats)
+    collector = MemoryCollector(fs, stats)
 
     proc = cgroup_tree.spawn(pod.container_path, [PYTHON, "-c", MAP_AND_TOUCH, cold_file],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE)

@@ -20,14 +20,15 @@ from kpod_otel.cgroup.parsers import (
     IoStat,
     MemoryEvents,
     MemoryStat,
-    OomControl,
+    SingleValue,
+    cpu_stat_from_v1,
     parse_blkio_stat,
     parse_cgroup_procs,
     parse_cpu_stat,
     parse_io_stat,
     parse_memory_events,
-    parse_memory_oom_control,
     parse_memory_stat,
+    parse_single_value,
 )
 from kpod_otel.procfs.parsers import (
     MountInfo,
@@ -115,10 +116,20 @@ def test_memory_stat_v1_live() -> None:
 
 
 def test_memory_oom_control_v1_live() -> None:
-    control = parse_memory_oom_control(live("/sys/fs/cgroup/memory/memory.oom_control"))
+    """v1 memory.oom_control is flat keyed: parsed as memory events, its `oom_kill` is v2's."""
+    control = parse_memory_events(live("/sys/fs/cgroup/memory/memory.oom_control"))
     assert control.malformed == 0
-    assert control.oom_kill_disable is False and control.under_oom is False
+    assert control.values["oom_kill_disable"] == 0 and control.values["under_oom"] == 0
     assert control.oom_kill is not None and control.oom_kill >= 0
+
+
+def test_cpu_stat_from_v1_in_v2_terms() -> None:
+    v1 = parse_cpu_stat("nr_periods 10\nnr_throttled 4\nthrottled_time 2500000\n")
+    stat = cpu_stat_from_v1(v1, parse_single_value("123456789\n"))
+    assert (stat.usage_usec, stat.nr_periods, stat.nr_throttled, stat.throttled_usec) == (123456, 10, 4, 2500)
+    assert stat.malformed == 0
+    assert cpu_stat_from_v1(v1, parse_single_value("x")).malformed == 1
+    assert parse_single_value(" 42 \n").value == 42 and parse_single_value("").malformed == 1
 
 
 @pytest.mark.parametrize("name", [
@@ -216,7 +227,7 @@ def test_uevent_live_matches_lsblk() -> None:
 
 PARSERS: list[tuple[Callable[[str], object], type]] = [
     (parse_io_stat, IoStat), (parse_memory_stat, MemoryStat), (parse_memory_events, MemoryEvents),
-    (parse_cpu_stat, CpuStat), (parse_memory_oom_control, OomControl), (parse_blkio_stat, BlkioStat),
+    (parse_cpu_stat, CpuStat), (parse_single_value, SingleValue), (parse_blkio_stat, BlkioStat),
     (parse_mountinfo, MountInfo), (parse_net_dev, NetDev), (parse_uevent, Uevent),
 ]
 

@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from kpod_otel.catalog import METRICS, Level
 from kpod_otel.procfs.parsers import parse_uevent
 from tests.bpf.conftest import ctx_switches_of, schedstat_of
 from tests.bpf.test_cpu_sched import SPINNER
@@ -67,35 +68,9 @@ SPIN_S = "0.8"
 INTERVAL_MS = 2000
 SCHED_PROGRAMS = "tracepoint__sched__"  # bcc names a TRACEPOINT_PROBE program after its tracepoint
 
-# metric -> (OTLP data kind, unit, level) as DESIGN §2 specifies them
+# metric -> (OTLP data kind, unit, level), from the catalog (tests/test_metric_contract.py holds it to DESIGN §2)
 SEED_METRICS: dict[str, tuple[str, str, str]] = {
-    "kpod.cpu.runqueue.latency": ("histogram", "s", "container"),
-    "kpod.cpu.context.switches": ("sum", "{switch}", "container"),
-    "kpod.net.tcp.bytes.sent": ("sum", "By", "container"),
-    "kpod.net.tcp.bytes.received": ("sum", "By", "container"),
-    "kpod.net.tcp.retransmits": ("sum", "{segment}", "container"),
-    "kpod.net.tcp.connections": ("sum", "{connection}", "container"),
-    "kpod.net.tcp.rtt": ("histogram", "s", "container"),
-    "kpod.mem.oom.kills": ("sum", "{kill}", "container"),
-    "kpod.mem.major.page.faults": ("sum", "{fault}", "container"),
-    "kpod.syscall.count": ("sum", "{call}", "container"),
-    "kpod.syscall.errors": ("sum", "{error}", "container"),
-    "kpod.syscall.latency": ("histogram", "s", "container"),
-    "kpod.disk.read.bytes": ("sum", "By", "container"),
-    "kpod.disk.written.bytes": ("sum", "By", "container"),
-    "kpod.disk.reads": ("sum", "{operation}", "container"),
-    "kpod.disk.writes": ("sum", "{operation}", "container"),
-    "kpod.net.iface.rx.bytes": ("sum", "By", "pod"),
-    "kpod.net.iface.tx.bytes": ("sum", "By", "pod"),
-    "kpod.net.iface.rx.packets": ("sum", "{packet}", "pod"),
-    "kpod.net.iface.tx.packets": ("sum", "{packet}", "pod"),
-    "kpod.net.iface.rx.errors": ("sum", "{error}", "pod"),
-    "kpod.net.iface.tx.errors": ("sum", "{error}", "pod"),
-    "kpod.net.iface.rx.drops": ("sum", "{packet}", "pod"),
-    "kpod.net.iface.tx.drops": ("sum", "{packet}", "pod"),
-    "kpod.fs.capacity.bytes": ("gauge", "By", "pod"),
-    "kpod.fs.usage.bytes": ("gauge", "By", "pod"),
-    "kpod.fs.available.bytes": ("gauge", "By", "pod"),
+    m.name: (m.otlp_data, m.unit, m.level.value) for m in METRICS if m.level is not Level.AGENT
 }
 # Where each metric's workload ran: (pod letter, container or None for pod level)
 PRODUCED_IN: dict[str, tuple[str, str | None]] = {

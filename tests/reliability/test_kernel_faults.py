@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from kpod_otel.bpf.program import BpfEnvironment
 from kpod_otel.collectors.mem_bpf import MemoryBpfCollector
 from kpod_otel.collectors.syscall import SYSCALL_COUNT, SyscallCollector
 from kpod_otel.selfmetrics import AgentStats
-from tests.bpf.conftest import V2_ROOT, Cgroup, Workload, bpf_config, target_for, value
+from tests.bpf.conftest import V2_ROOT, Cgroup, Workload, bpf_config, bpf_env_of, target_for, value
 from tests.cgroup.conftest import require_cgroups
 from tests.conftest import require, require_bcc
 from tests.export.helpers import attrs, by_resource
@@ -44,11 +43,11 @@ def test_missing_tracepoint_disables_only_its_program(tmp_path: Path) -> None:
     require_bcc()
     require((TRACEFS / "events" / "oom" / "mark_victim" / "format").is_file(), "needs tracefs")
     config = bpf_config()
-    env = dataclasses.replace(BpfEnvironment.from_config(config),
+    env = dataclasses.replace(bpf_env_of(config),
                               tracefs=tracefs_without(tmp_path, "oom/mark_victim"))
     stats = AgentStats()
-    mem = MemoryBpfCollector(config, stats, env)
-    sysc = SyscallCollector(config, stats, env)
+    mem = MemoryBpfCollector(stats, env)
+    sysc = SyscallCollector(stats, env)
     cg = Cgroup(V2_ROOT / f"kpt-rel-tp-{os.getpid()}-{uuid.uuid4().hex[:6]}")
     cg.path.mkdir()
     try:

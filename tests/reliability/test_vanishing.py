@@ -8,11 +8,11 @@ import os
 import time
 from pathlib import Path
 
-from kpod_otel.cgroup.wiring import cgroup_collectors, cgroup_fs, pod_mapper
-from kpod_otel.config import CgroupConfig, Config, Profile
+from kpod_otel.assembly import build_collectors, cgroup_fs, pod_mapper
+from kpod_otel.config import BpfConfig, CgroupConfig, Config, Profile
 from kpod_otel.export.pipeline import MetricsPipeline
 from kpod_otel.model import ContainerInfo, PodInfo
-from kpod_otel.selfmetrics import AgentStats, SelfMetricsCollector
+from kpod_otel.selfmetrics import AgentStats
 from tests.cgroup.conftest import CGROUP_ROOT, HIERARCHIES, CgroupTree, random_container_id, random_uid
 from tests.export.helpers import by_resource
 
@@ -57,13 +57,15 @@ def errors_total(stats: AgentStats) -> float:
 
 
 def test_pod_vanishing_mid_cycle_affects_only_its_points(cgroup_tree: CgroupTree, tmp_path: Path) -> None:
-    config = Config(profile=Profile.STANDARD, node_name="kpt-rel-node",
+    # the cgroup/procfs collectors only (eBPF off): their points are the ones that vanish with the pod
+    config = Config(profile=Profile.CUSTOM, node_name="kpt-rel-node", bpf=BpfConfig(enabled=False),
+                    collectors={"memory": True, "disk": True, "network": True, "filesystem": True},
                     cgroup=CgroupConfig(root=CGROUP_ROOT, proc_root="/proc", sys_root="/sys",
                                         kubelet_root=str(tmp_path / "kubelet")))
     stats = AgentStats()
     fs = cgroup_fs(config)
     mapper = pod_mapper(config, fs, stats)
-    collectors = [*cgroup_collectors(config, fs, stats), SelfMetricsCollector(stats)]
+    collectors = build_collectors(config, fs, stats)
     pipeline = MetricsPipeline(collectors, {"service.name": "kpod-otel"}, stats)
     a, _, _ = make_pod(cgroup_tree, "kpt-rel-stays")
     b, b_base, b_scope = make_pod(cgroup_tree, "kpt-rel-vanishes")
@@ -93,6 +95,6 @@ def test_pod_vanishing_mid_cycle_affects_only_its_points(cgroup_tree: CgroupTree
     assert sum(dp.as_int or dp.as_double for dp in agent_errors) == errors_total(stats)  # exported too
     # the vanished pod's failures are counted per collector that tried to read it
     # each collector that tried to read the vanished pod counted it: its cgroup files and its netns
-    assert by_kind.get(("disk_io", "vanished"), 0) >= 1, by_kind
-    assert by_kind.get(("memory_cgroup", "vanished"), 0) >= 1, by_kind
-    assert by_kind.get(("iface_net", "vanished"), 0) >= 1, by_kind
+    assert by_kind.get(("disk", "vanished"), 0) >= 1, by_kind
+    assert by_kind.get(("memory", "vanished"), 0) >= 1, by_kind
+    assert by_kind.get(("network", "vanished"), 0) >= 1, by_kind
