@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.conftest import require_bcc
 from tests.fakes.otlp import OtlpReceiver
 
 
@@ -60,3 +61,60 @@ def test_check_fails_without_cgroups_and_says_why(tmp_path: Path) -> None:
     table = rows(proc.stdout)
     assert table["cgroup"][0] == "FAIL" and "does not exist" in table["cgroup"][1]
     assert table["proc"][0] == "FAIL"
+
+
+# --- check and run decide eBPF with the same functions ------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+FAKE_BCC = 'raise OSError("libbcc.so.0: cannot open shared object file: No such file or directory")\n'
+# every tracefs location the agent looks at, covered by an empty tmpfs in a private mount namespace
+HIDE_TRACEFS = ("for d in /sys/kernel/tracing /sys/kernel/debug/tracing; do "
+                "if [ -d $d ]; then mount -t tmpfs kpt-no-tracefs $d || exit 97; fi; done; exec \"$@\"")
+RUN_OFF = "eBPF metrics are off: "
+
+
+def _ebpf_decisions(tmp_path: Path, wrap: list[str], **env: str) -> tuple[tuple[str, str], str, str]:
+    """(check's eBPF row, run's reason for turning eBPF off or "", check's stdout) under `wrap`."""
+    cfg = tmp_path / "kpod.yaml"
+    cfg.write_text(f"kpod:\n  profile: custom\n  collectors: {{cpu: {{enabled: true}}}}\n  discovery:\n"
+                   f"    mode: local\n  bpf:\n    program-dir: {REPO}/ebpf\n  health:\n    port: 0\n"
+                   f"  cgroup:\n    root: /sys/fs/cgroup\n    proc-root: /proc\n    sys-root: /sys\n"
+                   f"    kubelet-root: {tmp_path}/kubelet\n")
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KPOD_", "KUBERNETES_"))}
+    base.update(env)
+    kpod = [sys.executable, "-m", "kpod_otel"]
+    check = subprocess.run([*wrap, *kpod, "check", "--config", str(cfg)], env=base, capture_output=True,
+                           text=True, timeout=120, cwd=REPO)
+    assert check.returncode == 0, check.stdout + check.stderr  # eBPF off is a warning, never a crash
+    run = subprocess.run([*wrap, *kpod, "run", "--once", "--console", "--config", str(cfg)], env=base,
+                         capture_output=True, text=True, timeout=120, cwd=REPO)
+    assert run.returncode == 0, run.stderr
+    said = [ln.split(RUN_OFF, 1)[1] for ln in run.stderr.splitlines() if RUN_OFF in ln]
+    assert len(said) <= 1, run.stderr  # said once
+    reason = said[0].removesuffix(". Running with the cgroup collectors only.") if said else ""
+    return rows(check.stdout)["eBPF"], reason, check.stdout
+
+
+def test_check_and_run_agree_when_bcc_tracefs_or_a_capability_is_missing(tmp_path: Path) -> None:
+    require_bcc()
+    fake = tmp_path / "no-bcc" / "bcc"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(FAKE_BCC)
+    scenarios: dict[str, tuple[list[str], dict[str, str], str]] = {
+        "nothing hidden": ([], {}, ""),
+        "bcc raises OSError": ([], {"PYTHONPATH": f"{fake.parent}:{REPO}"}, "bcc is not installed"),
+        "no tracefs": (["unshare", "--mount", "--propagation", "private", "sh", "-c", HIDE_TRACEFS, "sh"], {},
+                       "tracefs is not mounted"),
+        "no CAP_SYS_ADMIN, no CAP_BPF": (["setpriv", "--bounding-set", "-sys_admin,-bpf", "--"], {},
+                                         "BPF is not permitted"),
+    }
+    for name, (wrap, env, expected) in scenarios.items():
+        (status, detail), run_reason, out = _ebpf_decisions(tmp_path, wrap, **env)
+        if not expected:
+            assert status == "ok" and run_reason == "", (name, detail, run_reason)
+            continue
+        assert run_reason.startswith(expected), (name, run_reason)
+        assert (status, detail) == ("warn", f"off: {run_reason}"), (name, out)
+    # the rows that explain it say the same
+    (_, _, out) = _ebpf_decisions(tmp_path, [], PYTHONPATH=f"{fake.parent}:{REPO}")
+    assert rows(out)["bcc"][0] == "warn" and "libbcc.so.0" in rows(out)["bcc"][1]
