@@ -1,5 +1,6 @@
 """FilesystemCollector on real mounts: tmpfs volumes in a kubelet-shaped pods/<uid>/volumes tree match
-`df` after a file is written; a plain directory volume (on the node's disk) is not reported; a
+`df` after a file is written; a plain directory volume (on the node's disk) is not reported, nor a bind mount
+of a node disk when the agent reads a host root that is not its own "/"; a
 container whose root is an overlay on the node's disk gets no root-filesystem points, one whose root is
 a filesystem of its own does; the overlay container's writable layer is measured like `du`."""
 
@@ -92,6 +93,91 @@ def test_tmpfs_volumes_match_df(kubelet_root: str) -> None:
     assert by_mount[cache]["attrs"] == {MOUNTPOINT_ATTR: cache, "system.filesystem.type": "tmpfs",
                                         "k8s.volume.name": "cache", "k8s.volume.type": "emptyDir"}
     assert by_mount[token]["attrs"]["k8s.volume.type"] == "projected"  # type: ignore[index]
+    assert stats.total("kpod.agent.errors") == 0
+
+
+@pytest.fixture
+def host_root() -> Iterator[str]:
+    """A fake node: a tmpfs (its root disk) that a "host init" process will use as "/"."""
+    require_root()
+    root = tempfile.mkdtemp(prefix="kpt-cg-host-")
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "kpt-cg-hostdisk", root], check=True)
+    try:
+        yield root
+    finally:
+        with open("/proc/self/mountinfo") as f:
+            points = [line.split()[4] for line in f if f" {root}/" in line or f" {root} " in line]
+        for point in sorted(points, key=len, reverse=True):
+            subprocess.run(["umount", "-l", point], check=False)
+        os.rmdir(root)
+
+
+# The host's pid 1, as the agent sees it through `<proc-root>`: the first process of a new pid namespace,
+# chrooted into the fake node's root, with that namespace's procfs mounted at the node's /proc.
+HOST_INIT = """
+import ctypes, os, sys
+libc = ctypes.CDLL("libc.so.6", use_errno=True)
+os.chroot(sys.argv[1])
+os.chdir("/")
+os.makedirs("/proc", exist_ok=True)
+if libc.mount(b"proc", b"/proc", b"proc", 0, None) != 0:
+    raise OSError(ctypes.get_errno(), "mount proc")
+print("ready", flush=True)
+sys.stdin.read()
+"""
+
+
+def device_of(path: str) -> str:
+    st = os.stat(path)
+    return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
+
+
+def test_node_disks_are_the_hosts_not_the_agents(host_root: str, kubelet_root: str) -> None:
+    """Inside the DaemonSet the agent's "/" is its image and only `<kubelet-root>/pods` comes from the host:
+    bind mounts of the node's disks (local PVs, hostPath) must still be recognised, from the host's mount
+    table (`<proc-root>/1/mountinfo`) and the device of the pods directory."""
+    kubelet_disk = os.path.join(host_root, "var", "lib", "kubelet")  # the node's kubelet disk
+    mount_tmpfs(kubelet_disk, "8m")
+    os.makedirs(os.path.join(kubelet_disk, "pods"))
+    os.makedirs(os.path.join(kubelet_disk, "data"))
+    os.makedirs(os.path.join(host_root, "mnt", "disks", "pv1"))
+    pods = os.path.join(kubelet_root, "pods")  # the DaemonSet's hostPath mount of the host's pods dir
+    os.makedirs(pods)
+    subprocess.run(["mount", "--bind", os.path.join(kubelet_disk, "pods"), pods], check=True)
+    uid = random_uid()
+    volumes = os.path.join(pods, uid, "volumes")
+    on_root_disk = os.path.join(volumes, "kubernetes.io~local-volume", "pv-root")
+    on_kubelet_disk = os.path.join(volumes, "kubernetes.io~local-volume", "pv-kubelet")
+    cache = os.path.join(volumes, "kubernetes.io~empty-dir", "cache")
+    for path, source in ((on_root_disk, os.path.join(host_root, "mnt", "disks", "pv1")),
+                         (on_kubelet_disk, os.path.join(kubelet_disk, "data"))):
+        os.makedirs(path)
+        subprocess.run(["mount", "--bind", source, path], check=True)
+    mount_tmpfs(cache, "4m")
+
+    init = subprocess.Popen(["unshare", "--pid", "--fork", PYTHON, "-c", HOST_INIT, host_root],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    try:
+        assert init.stdout is not None and init.stdout.readline() == b"ready\n"
+        proc_root = os.path.join(host_root, "proc")
+        with open(os.path.join(proc_root, "1", "mountinfo")) as f:
+            host_mounts = {line.split()[4]: line.split()[2] for line in f}
+        # the premise: the host's disks are neither the agent's "/" nor the disk of the kubelet root it sees
+        assert host_mounts["/"] == device_of(host_root) != device_of("/")
+        assert host_mounts["/var/lib/kubelet"] == device_of(pods) != device_of(kubelet_root)
+
+        fs = CgroupFS.detect(CGROUP_ROOT)
+        stats = AgentStats()
+        (target,) = PodCgroupMapper(fs, stats, kubelet_root=kubelet_root).map(
+            [PodInfo(uid=uid, name="p", namespace="n")])
+        collector = FilesystemCollector(fs, stats, proc_root=proc_root, kubelet_root=kubelet_root)
+        points = collector.collect([target]).points[uid]
+    finally:
+        assert init.stdin is not None
+        init.stdin.close()
+        init.wait(timeout=10)
+    reported = {str(o.attributes[MOUNTPOINT_ATTR]): o.value for o in points["kpod.fs.capacity.bytes"]}
+    assert reported == {cache: df(cache)[0]}  # the node disks' bind mounts are not the pod's
     assert stats.total("kpod.agent.errors") == 0
 
 
