@@ -1,11 +1,10 @@
 """The seam between collectors and the export pipeline.
 
-A collector declares its instruments once, then each cycle reads its sources *once* into a
-`CollectorSnapshot` (observations grouped by target key and metric name). The pipeline registers one
-observable instrument per declared metric on every target's MeterProvider; their callbacks only look up
-the snapshot of the current cycle, so a file or a BPF map is never read twice in a cycle however many
-instruments share it. Histograms already bucketed by the kernel are published as `HistogramPoint`s and
-merged below the OTel API (there is no observable histogram in the API).
+A collector declares its instruments once (from the metric catalog, `kpod_otel.catalog`), then each cycle
+reads its sources *once* into a `CollectorSnapshot` (observations grouped by target key and metric name).
+The pipeline (`kpod_otel.export.pipeline`) turns the snapshots of a cycle into one ResourceMetrics per
+target, with the declared name, kind, unit and description. Histograms already bucketed by the kernel are
+published as `HistogramPoint`s with their bucket counts, sum and count.
 """
 
 from __future__ import annotations

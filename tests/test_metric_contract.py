@@ -1,5 +1,5 @@
-"""The metric names, units and instrument kinds are a compatibility contract (DESIGN §2): dashboards
-built on the predecessor's names must keep working. The frozen copy below is compared with the catalog and
+"""The metric names, units and instrument kinds are a compatibility contract: dashboards built on the
+predecessor's names must keep working. The frozen copy below is compared with the catalog and
 with what every collector declares, so a rename in either cannot pass silently."""
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from kpod_otel.selfmetrics import AGENT_INSTRUMENTS
 C, G, U, H = K.COUNTER, K.GAUGE, K.UP_DOWN_COUNTER, K.HISTOGRAM
 REPO = Path(__file__).resolve().parent.parent
 
-# name -> (unit, allowed kinds), transcribed from DESIGN §2
+# name -> (unit, allowed kinds): the predecessor's contract, frozen here
 CONTRACT: dict[str, tuple[str, set[K]]] = {
     "kpod.cpu.runqueue.latency": ("s", {H}),
     "kpod.cpu.context.switches": ("{switch}", {C}),

@@ -1,6 +1,6 @@
 """Encodes one cycle's observations straight into an OTLP `ExportMetricsServiceRequest`.
 
-Why not through the SDK's MeterProviders (DESIGN §3 suggests one per pod): measured on this machine
+Why not through the SDK's MeterProviders (the obvious design: one per pod): measured on this machine
 class at 110 pods x 55 points, the SDK path costs ~150 ms to collect plus ~70 ms to encode per cycle,
 against ~20 ms to build the same protobuf directly (bench/export_cycle.py, docs/performance.md). The
 target is <= 100 ms per cycle. Building the request ourselves also removes the SDK's per-metric

@@ -33,7 +33,6 @@ class SendResult:
     ok: bool
     rejected_points: int = 0
     error: str = ""  # short, loggable: never contains header values
-    retryable: bool = True
 
 
 class Transport(ABC):
@@ -94,9 +93,7 @@ class GrpcTransport(Transport):
         except grpc.RpcError as exc:
             code = exc.code() if hasattr(exc, "code") else None
             name = code.name if code is not None else "UNKNOWN"
-            retryable = name in ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED",
-                                 "CANCELLED", "OUT_OF_RANGE", "DATA_LOSS")
-            return SendResult(False, error=f"gRPC {name}", retryable=retryable)
+            return SendResult(False, error=f"gRPC {name}")
         rejected = response.partial_success.rejected_data_points if response.HasField("partial_success") else 0
         return SendResult(True, rejected_points=rejected)
 
@@ -129,8 +126,7 @@ class HttpTransport(Transport):
         except requests.RequestException as exc:
             return SendResult(False, error=f"HTTP {type(exc).__name__}")
         if resp.status_code // 100 != 2:
-            retryable = resp.status_code in (429, 502, 503, 504)
-            return SendResult(False, error=f"HTTP {resp.status_code}", retryable=retryable)
+            return SendResult(False, error=f"HTTP {resp.status_code}")
         rejected = 0
         if resp.content:
             parsed = ExportMetricsServiceResponse()

@@ -68,7 +68,7 @@ SPIN_S = "0.8"
 INTERVAL_MS = 2000
 SCHED_PROGRAMS = "tracepoint__sched__"  # bcc names a TRACEPOINT_PROBE program after its tracepoint
 
-# metric -> (OTLP data kind, unit, level), from the catalog (tests/test_metric_contract.py holds it to DESIGN §2)
+# metric -> (OTLP data kind, unit, level), from the catalog (test_metric_contract.py freezes names, units, kinds)
 SEED_METRICS: dict[str, tuple[str, str, str]] = {
     m.name: (m.otlp_data, m.unit, m.level.value) for m in METRICS if m.level is not Level.AGENT
 }
