@@ -168,10 +168,6 @@ class Uevent:
         name = self.values.get("DEVNAME")
         return name or None
 
-    @property
-    def devtype(self) -> str | None:
-        return self.values.get("DEVTYPE")
-
 
 def parse_uevent(text: str) -> Uevent:
     """`KEY=value` per line: MAJOR, MINOR, DEVNAME, DEVTYPE, DISKSEQ, PARTN…"""

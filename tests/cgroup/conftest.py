@@ -25,7 +25,7 @@ from tests.conftest import require, require_root
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 # the hierarchies a "pod" is created in; name=systemd is left alone (systemd's own tree)
-HIERARCHIES = ("memory", "blkio", "cpu", "pids", "unified")
+HIERARCHIES = ("memory", "blkio", "cpu", "cpuacct", "pids", "unified")
 
 
 def hierarchy_available() -> bool:
