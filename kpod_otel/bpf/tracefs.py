@@ -43,8 +43,11 @@ def parse_format_fields(text: str) -> dict[str, str]:
 
 def find_tracefs(candidates: tuple[str, ...] = TRACEFS_ROOTS) -> Path | None:
     for root in candidates:
-        if Path(root, "events").is_dir():
-            return Path(root)
+        try:
+            if Path(root, "events").is_dir():
+                return Path(root)
+        except PermissionError:  # tracefs is mode 0700: an unprivileged process cannot even stat it
+            continue
     return None
 
 

@@ -25,9 +25,9 @@ from kpod_otel.collectors.tcp import TcpCollector
 from kpod_otel.config import BpfConfig, CgroupConfig, Config, Profile
 from kpod_otel.model import ContainerTarget, Target
 from kpod_otel.selfmetrics import AgentStats
-from tests.conftest import require, require_bcc
+from tests.conftest import HOST, host_needs_v2, require_bcc
 
-V2_ROOT = Path("/sys/fs/cgroup/unified")
+V2_ROOT = Path(HOST.v2_dir or "/sys/fs/cgroup/unified")  # /sys/fs/cgroup on a pure v2 host
 REPO = Path(__file__).resolve().parents[2]
 PREFIX = "kpt-bpf-"
 
@@ -97,7 +97,7 @@ class CgroupFactory:
 @pytest.fixture
 def cgroups() -> Iterator[CgroupFactory]:
     require_bcc()
-    require(V2_ROOT.joinpath("cgroup.controllers").exists(), f"needs the cgroup v2 hierarchy at {V2_ROOT}")
+    host_needs_v2()  # eBPF attribution is by cgroup2 id: a pure v1 host has none
     factory = CgroupFactory()
     try:
         yield factory
@@ -213,6 +213,7 @@ def stats() -> AgentStats:
 @pytest.fixture(scope="session")
 def bpf_env() -> BpfEnvironment:
     require_bcc()
+    host_needs_v2()
     env = bpf_env_of(bpf_config())
     assert not env.unavailable, env.unavailable
     return env

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from kpod_otel.collectors.mem_bpf import MAJOR_FAULTS, OOM_KILLS, MemoryBpfCollector
 from tests.bpf.conftest import CgroupFactory, Workload, target_for, value
-from tests.conftest import require
+from tests.conftest import host_needs_v1
 
 V1_MEMORY = Path("/sys/fs/cgroup/memory")
 
@@ -49,7 +49,7 @@ def v1_oom_kills(cg_path: Path) -> int:
 
 
 def test_oom_kill_charged_to_victim(mem_collector: MemoryBpfCollector, cgroups: CgroupFactory) -> None:
-    require(V1_MEMORY.joinpath("cgroup.procs").exists(), "needs the v1 memory controller")
+    host_needs_v1("memory")
     a, b = cgroups.make("oom-a"), cgroups.make("oom-b")
     mem = cgroups.make("oom-mem", V1_MEMORY)
     (mem.path / "memory.limit_in_bytes").write_text(str(64 << 20))
@@ -74,7 +74,7 @@ def test_oom_kill_charged_to_victim(mem_collector: MemoryBpfCollector, cgroups: 
 
 
 def test_major_faults_match_memory_stat(mem_collector: MemoryBpfCollector, cgroups: CgroupFactory) -> None:
-    require(V1_MEMORY.joinpath("cgroup.procs").exists(), "needs the v1 memory controller")
+    host_needs_v1("memory")
     a, b = cgroups.make("pf-a"), cgroups.make("pf-b")
     mem_a, mem_b = cgroups.make("pf-mem-a", V1_MEMORY), cgroups.make("pf-mem-b", V1_MEMORY)
     ta, tb = target_for("a", a), target_for("b", b)

@@ -1,10 +1,10 @@
 """Real kernel objects for the cgroup tests: Kubernetes-shaped cgroups in this machine's hierarchies.
 
-This machine is hybrid: v1 controllers under /sys/fs/cgroup/<controller> and the cgroup2 hierarchy at
-/sys/fs/cgroup/unified. A test pod is created in every hierarchy the tests use, with a random UID, so
-that several engineers' tests can share kubepods.slice; only the test's own cgroups are removed (and
-the shared parents only when they are empty, which the kernel enforces: rmdir of a cgroup with
-children fails).
+They need a hybrid host (the kind this suite's CI runs on): v1 controllers under
+/sys/fs/cgroup/<controller> and the cgroup2 hierarchy at /sys/fs/cgroup/unified; elsewhere they skip.
+A test pod is created in every hierarchy the tests use, with a random UID, so that several engineers'
+tests can share kubepods.slice; only the test's own cgroups are removed (and the shared parents only
+when they are empty, which the kernel enforces: rmdir of a cgroup with children fails).
 """
 
 from __future__ import annotations
@@ -21,20 +21,21 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from tests.conftest import require, require_root
+from tests.conftest import HOST, host_needs, host_needs_v1, require_root
 
 CGROUP_ROOT = "/sys/fs/cgroup"
 # the hierarchies a "pod" is created in; name=systemd is left alone (systemd's own tree)
 HIERARCHIES = ("memory", "blkio", "cpu", "cpuacct", "pids", "unified")
 
 
-def hierarchy_available() -> bool:
-    return all(os.path.isdir(os.path.join(CGROUP_ROOT, h)) for h in HIERARCHIES)
-
-
 def require_cgroups() -> None:
+    """Root, and a hybrid host: the test pods live in the v1 controllers and the unified hierarchy. On a
+    pure v2 or pure v1 host these tests are skipped (also under CI: another kind of host, not a missing
+    privilege)."""
     require_root()
-    require(hierarchy_available(), f"needs the hybrid hierarchies {HIERARCHIES} under {CGROUP_ROOT}")
+    host_needs_v1(*(h for h in HIERARCHIES if h != "unified"))
+    host_needs(HOST.v2_dir == os.path.join(CGROUP_ROOT, "unified"), "needs the cgroup2 hierarchy at "
+               f"{CGROUP_ROOT}/unified next to the v1 controllers (hybrid)")
 
 
 def random_uid() -> str:

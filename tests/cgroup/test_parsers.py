@@ -9,6 +9,7 @@ import shutil
 import subprocess
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -38,9 +39,11 @@ from kpod_otel.procfs.parsers import (
     parse_net_dev,
     parse_uevent,
 )
-from tests.conftest import require
+from tests.conftest import host_needs, host_needs_v1, host_needs_v2, require
 
 V2 = Path(__file__).parent.parent / "fixtures" / "cgroup" / "v2"
+R = TypeVar("R")
+C = TypeVar("C")
 
 
 # --- v2 fixtures --------------------------------------------------------------------------------------
@@ -86,22 +89,45 @@ def test_cpu_stat_v2() -> None:
     assert stat.values["nr_throttled"] == 17 and stat.values["core_sched.force_idle_usec"] == 0
 
 
-def test_cpu_stat_live_v2_root() -> None:
-    text = (V2 / "cpu.stat.root").read_text()
-    stat = parse_cpu_stat(text)
+def test_cpu_stat_v2_root_fixture() -> None:
+    stat = parse_cpu_stat((V2 / "cpu.stat.root").read_text())
     assert stat.malformed == 0
-    assert set(stat.values) >= {"usage_usec", "user_usec", "system_usec"}
-    path = "/sys/fs/cgroup/unified/cpu.stat"
-    if os.path.exists(path):  # the live file on this machine parses the same way
-        live = parse_cpu_stat(Path(path).read_text())
-        assert live.malformed == 0 and live.usage_usec is not None and live.usage_usec >= stat.usage_usec
+    assert set(stat.values) == {"usage_usec", "user_usec", "system_usec", "nice_usec"}
+    assert stat.usage_usec == 334259468
+
+
+def cpu_seconds_of_this_process() -> float:
+    t = os.times()
+    return t.user + t.system
+
+
+def test_cpu_stat_live_v2_root() -> None:
+    """The live root cpu.stat parses the same way, and its usage grows by at least the CPU time this test
+    burns between two reads (values the test produced itself: never a figure recorded on another machine,
+    whose uptime says nothing about this one's)."""
+    path = Path(host_needs_v2(), "cpu.stat")
+    first = parse_cpu_stat(path.read_text())
+    burnt_from = cpu_seconds_of_this_process()
+    while cpu_seconds_of_this_process() - burnt_from < 0.2:
+        pass
+    burnt = cpu_seconds_of_this_process() - burnt_from
+    second = parse_cpu_stat(path.read_text())
+    for stat in (first, second):
+        assert stat.malformed == 0
+        assert set(stat.values) >= {"usage_usec", "user_usec", "system_usec"}
+    assert first.usage_usec is not None and second.usage_usec is not None
+    # the root's usage is tick-sampled (kcpustat): allow half of the burnt time for sampling
+    assert second.usage_usec - first.usage_usec >= burnt * 1e6 / 2
 
 
 # --- v1, live on this machine -------------------------------------------------------------------------
 
 
 def live(path: str) -> str:
-    require(os.path.exists(path), f"needs {path} (cgroup v1 controller mounted)")
+    """A root-cgroup file of a v1 controller (/sys/fs/cgroup/<controller>/<file>); skipped on a host
+    without that v1 controller (pure v2), or without the file (blkio.bfq.* needs the BFQ scheduler)."""
+    host_needs_v1(path.split("/")[4])
+    host_needs(os.path.exists(path), f"this kernel has no {path}")
     return Path(path).read_text()
 
 
@@ -160,12 +186,27 @@ def test_cgroup_procs() -> None:
 # --- procfs / sysfs, live -----------------------------------------------------------------------------
 
 
+def stable(read: Callable[[], R], compare: Callable[[], C], tries: int = 20) -> tuple[R, C]:
+    """(read(), compare()) taken while read() did not change around compare(): other work on this machine
+    mounts, adds links and devices at any time, and a test compares what it saw at one instant."""
+    for _ in range(tries):
+        before = read()
+        other = compare()
+        if read() == before:
+            return before, other
+    raise AssertionError("the machine kept changing under the test")
+
+
 def test_mountinfo_live_matches_findmnt() -> None:
     require(shutil.which("findmnt") is not None, "needs findmnt (util-linux)")
-    info = parse_mountinfo(Path("/proc/self/mountinfo").read_text())
+
+    def findmnt() -> Any:
+        return json.loads(subprocess.run(["findmnt", "-J", "--list", "-o", "ID,TARGET,FSTYPE,MAJ:MIN,FSROOT"],
+                                         check=True, capture_output=True, text=True).stdout)
+
+    text, out = stable(lambda: Path("/proc/self/mountinfo").read_text(), findmnt)
+    info = parse_mountinfo(text)
     assert info.malformed == 0
-    out = json.loads(subprocess.run(["findmnt", "-J", "--list", "-o", "ID,TARGET,FSTYPE,MAJ:MIN,FSROOT"],
-                                    check=True, capture_output=True, text=True).stdout)
     expected = {(int(fs["id"]), fs["target"], fs["fstype"], fs["maj:min"], fs["fsroot"])
                 for fs in out["filesystems"]}
     got = {(m.mount_id, m.mount_point, m.fs_type, m.device, m.root) for m in info.mounts}
@@ -182,13 +223,18 @@ def test_mountinfo_escapes_and_optional_fields() -> None:
 
 
 def test_net_dev_live_matches_ip_link() -> None:
-    text = Path("/proc/self/net/dev").read_text()
-    netdev = parse_net_dev(text)
-    assert netdev.malformed == 0
-    links = json.loads(subprocess.run(["ip", "-s", "-j", "link"], check=True, capture_output=True,
-                                      text=True).stdout)
-    assert set(netdev.interfaces) == {link["ifname"] for link in links}
-    lo = netdev.interfaces["lo"]
+    def interfaces() -> list[str]:
+        netdev = parse_net_dev(Path("/proc/self/net/dev").read_text())
+        assert netdev.malformed == 0
+        return sorted(netdev.interfaces)
+
+    def ip_link() -> Any:
+        return json.loads(subprocess.run(["ip", "-s", "-j", "link"], check=True, capture_output=True,
+                                         text=True).stdout)
+
+    names, links = stable(interfaces, ip_link)
+    assert set(names) == {link["ifname"] for link in links}
+    lo = parse_net_dev(Path("/proc/self/net/dev").read_text()).interfaces["lo"]
     assert lo.rx_bytes >= 0 and lo.tx_packets >= 0
 
 
@@ -212,8 +258,11 @@ def test_net_dev_format() -> None:
 
 def test_uevent_live_matches_lsblk() -> None:
     require(shutil.which("lsblk") is not None, "needs lsblk")
-    out = json.loads(subprocess.run(["lsblk", "-J", "-o", "NAME,MAJ:MIN"], check=True, capture_output=True,
-                                    text=True).stdout)
+    def lsblk() -> Any:
+        return json.loads(subprocess.run(["lsblk", "-J", "-o", "NAME,MAJ:MIN"], check=True, capture_output=True,
+                                         text=True).stdout)
+
+    _, out = stable(lambda: sorted(os.listdir("/sys/dev/block")), lsblk)
     devices = out["blockdevices"]
     require(bool(devices), "no block devices visible")
     for dev in devices:
