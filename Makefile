@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: setup run snapshot check test lint bench clean image-proof
+.PHONY: setup run snapshot check test test-fast lint bench clean image-proof
 
 setup:
 	scripts/setup.sh
@@ -27,6 +27,13 @@ test: setup
 	$(VENV)/bin/ruff check kpod_otel tests bench scripts
 	$(VENV)/bin/mypy
 	$(PY) -m pytest $(ARGS)
+
+## the fast lane: no root, no BPF, nothing slow (tests marked root/bpf/slow are left out); runs as any
+## user in well under a minute and needs only the virtualenv
+FAST := not root and not bpf and not slow
+test-fast:
+	KPOD_VENV=$(VENV) scripts/setup.sh --venv-only
+	$(PY) -m pytest -m "$(FAST)" $(ARGS)
 
 bench: setup
 	$(PY) bench/export_cycle.py

@@ -6,7 +6,9 @@ suite's temporary directories. An object is a leak when it did not exist at the 
 it is the suite's: its name follows the suite's convention (every kernel object a test makes is named
 `kpt-…`, test pods carry kubelet's `kubepods…` cgroup names), or a process of this session holds it.
 Objects of other activity on the machine (benchmarks `kpt-bench-…`, `make run`'s `kpod-demo-…`, systemd's
-units, other people's work) are not counted, so the check holds while other work runs on the machine.
+units, other people's work) are not counted, so the check holds while other work runs on the machine; an
+unprivileged session (the fast lane) cannot create kernel objects, so it checks only its processes and
+files. Two root sessions at once are not told apart: kernel test runs take /tmp/kpod-tests.lock.
 Processes: any process still alive that this session started (its descendants, and anything carrying the
 session's environment marker even if it was re-parented).
 """
@@ -199,15 +201,25 @@ def leaks(before: HostState, session_pid: int, repo: str) -> list[str]:
     found: list[str] = []
     ours = session_processes(session_pid)
     found += [f"process {pid}: {cmd}" for pid, cmd in ours.items()]
-    found += [f"cgroup {p}" for p in sorted(after.cgroups - before.cgroups) if suite_cgroup(p)]
-    found += [f"network namespace {n}" for n in sorted(after.netns - before.netns) if suite_named(n)]
-    found += [f"link {n} (root network namespace)" for n in sorted(after.links - before.links) if suite_named(n)]
-    found += [f"mount {m.point} ({m.fs_type} {m.source})"
-              for m in sorted(after.mounts - before.mounts, key=lambda m: m.point) if suite_mount(m, repo)]
-    if before.progs is not None:
-        found += leaked_progs(before.progs, session_pid, ours)
-    found += [f"temporary {p}" for p in sorted(after.tmp - before.tmp) if suite_named(os.path.basename(p))]
+    if os.geteuid() == 0:  # an unprivileged session cannot have made any: what appeared is someone else's
+        found += [f"cgroup {p}" for p in sorted(after.cgroups - before.cgroups) if suite_cgroup(p)]
+        found += [f"network namespace {n}" for n in sorted(after.netns - before.netns) if suite_named(n)]
+        found += [f"link {n} (root network namespace)" for n in sorted(after.links - before.links)
+                  if suite_named(n)]
+        found += [f"mount {m.point} ({m.fs_type} {m.source})"
+                  for m in sorted(after.mounts - before.mounts, key=lambda m: m.point) if suite_mount(m, repo)]
+        if before.progs is not None:
+            found += leaked_progs(before.progs, session_pid, ours)
+    found += [f"temporary {p}" for p in sorted(after.tmp - before.tmp)
+              if suite_named(os.path.basename(p)) and owned_by_me(p)]
     return found
+
+
+def owned_by_me(path: str) -> bool:
+    try:
+        return os.lstat(path).st_uid == os.geteuid()
+    except OSError:
+        return False
 
 
 def settled_leaks(before: HostState, session_pid: int, repo: str, patience: float = 5.0) -> list[str]:
