@@ -26,7 +26,7 @@ from typing import Any
 import pytest
 
 import kpod_otel
-from tests.conftest import require, require_root
+from tests.conftest import host_needs_v2, require, require_root
 from tests.deploy.deploy_manifests import (
     BASE,
     REPO,
@@ -240,15 +240,12 @@ def test_check_fails_without_host_proc(image_root: Path, fake_api_server: tuple[
 def probe_setup(image_root: Path) -> Iterator[list[str]]:
     """An unprivileged process of another user, a volume-like dir only its owner may search, an empty
     cgroup v2 to attach to; returns the probe's command line inside the image."""
-    v2 = next((p for p in (Path("/sys/fs/cgroup/unified"), Path("/sys/fs/cgroup"))
-               if (p / "cgroup.procs").exists() and p.stat().st_dev != Path("/sys/fs").stat().st_dev), None)
-    require(v2 is not None, "needs a cgroup v2 hierarchy")
+    v2 = Path(host_needs_v2())
     (image_root / "tmp/cap_probe.py").write_text((Path(__file__).parent / "cap_probe.py").read_text())
     dac = image_root / "tmp/kpt-deploy-dac"
     (dac / "vol").mkdir(parents=True, exist_ok=True)
     os.chown(dac, 65534, 65534)
     dac.chmod(0o700)
-    assert v2 is not None
     cg = v2 / "kpt-deploy-probe"
     cg.mkdir(exist_ok=True)
     other = subprocess.Popen(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "sleep", "600"])
