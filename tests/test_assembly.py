@@ -7,11 +7,12 @@ from pathlib import Path
 from kpod_otel.assembly import build_agent
 from kpod_otel.collectors.memory import MemoryCollector
 from kpod_otel.config import parse_config
-from tests.conftest import require_bcc
+from tests.conftest import host_needs_v2, require_bcc
 
 
 def test_comprehensive_profile_assembles_every_collector(tmp_path: Path) -> None:
     require_bcc()
+    host_needs_v2()  # the comprehensive profile's eBPF collectors attribute by cgroup2 id
     repo = Path(__file__).resolve().parent.parent
     cfg = parse_config(f"""kpod:
   profile: comprehensive

@@ -19,7 +19,7 @@ from kpod_otel.collectors.syscall import SYSCALL_COUNT, SyscallCollector
 from kpod_otel.collectors.tcp import TcpCollector
 from kpod_otel.selfmetrics import AgentStats
 from tests.bpf.conftest import REPO, CgroupFactory, Workload, bpf_config, bpf_env_of, target_for, value
-from tests.conftest import require_bcc
+from tests.conftest import host_needs_v2, require_bcc
 
 SLOT_PROBE = """
 #include "kpod.h"
@@ -148,6 +148,7 @@ def test_without_bcc_the_agent_runs_cgroup_only() -> None:
 @pytest.mark.parametrize("enabled", [False])
 def test_cgroup_skb_kill_switch(enabled: bool) -> None:
     require_bcc()
+    host_needs_v2()  # on a pure v1 host eBPF is off for that reason first
     stats = AgentStats()
     config = bpf_config(cgroup_skb=enabled)
     tcp = TcpCollector(stats, bpf_env_of(config))

@@ -19,7 +19,7 @@ from kpod_otel.collectors.syscall import SYSCALL_COUNT, SyscallCollector
 from kpod_otel.selfmetrics import AgentStats
 from tests.bpf.conftest import V2_ROOT, Cgroup, Workload, bpf_config, bpf_env_of, target_for, value
 from tests.cgroup.conftest import require_cgroups
-from tests.conftest import require, require_bcc
+from tests.conftest import host_needs_v2, require, require_bcc
 from tests.export.helpers import attrs, by_resource
 from tests.reliability.node import FakeNode
 
@@ -41,6 +41,7 @@ def tracefs_without(tmp: Path, missing: str) -> Path:
 
 def test_missing_tracepoint_disables_only_its_program(tmp_path: Path) -> None:
     require_bcc()
+    host_needs_v2()  # on a pure v1 host eBPF is off for that reason first
     require((TRACEFS / "events" / "oom" / "mark_victim" / "format").is_file(), "needs tracefs")
     config = bpf_config()
     env = dataclasses.replace(bpf_env_of(config),
