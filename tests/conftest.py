@@ -55,6 +55,7 @@ MARKS: dict[str, tuple[str, ...]] = {
     "tests/test_assembly.py": ("root", "bpf"),
     "tests/test_check.py::test_check_and_run_agree_when_bcc_tracefs_or_a_capability_is_missing": ("root", "bpf"),
     "tests/test_e2e_discovery.py": ("root",),
+    "tests/cgroup/test_wiring_real.py::test_memory_files_serve_only_what_ebpf_cannot_see": ("root", "bpf"),
     "tests/reliability/test_churn_soak.py": ("root", "bpf", "slow"),
     "tests/reliability/test_kernel_faults.py": ("root", "bpf"),
     "tests/reliability/test_least_privilege.py::test_no_writes_no_global_changes_no_secrets_in_logs":
