@@ -53,7 +53,8 @@ MARKS: dict[str, tuple[str, ...]] = {
     "tests/bpf/test_units.py::test_pure_v1_node_means_no_ebpf": ("root", "bpf"),
     "tests/bpf/test_maps.py": ("root", "bpf"),
     "tests/test_assembly.py": ("root", "bpf"),
-    "tests/test_check.py::test_check_and_run_agree_when_bcc_tracefs_or_a_capability_is_missing": ("root", "bpf"),
+    "tests/test_check.py::test_check_and_run_agree_when_bcc_tracefs_or_a_capability_is_missing":
+        ("root", "bpf", "slow"),
     "tests/test_e2e_discovery.py": ("root",),
     "tests/cgroup/test_wiring_real.py::test_memory_files_serve_only_what_ebpf_cannot_see": ("root", "bpf"),
     "tests/reliability/test_churn_soak.py": ("root", "bpf", "slow"),
