@@ -59,6 +59,7 @@ class Agent:
         self.interval_s = interval_s
         self.health = HealthState(interval_s)  # read by the /healthz and /readyz endpoints
         self._export_timeout_s = export_timeout_s
+        self._last_targets: list[Target] = []
 
     def start(self) -> None:
         self._source.start()
@@ -69,10 +70,13 @@ class Agent:
         t0 = time.monotonic()
         try:
             targets = self._source.targets()
+            self._last_targets = targets
         except Exception:
-            log.exception("discovery failed this cycle; measuring no pods")
+            # The pods did not go away because we could not look: measure the last known ones, so
+            # their series neither end nor restart.
+            log.exception("discovery failed this cycle; measuring the pods of the last cycle")
             self._stats.error("discovery", "targets")
-            targets = []
+            targets = self._last_targets
         self._stats.add("kpod.agent.cycles")
         result = self._pipeline.collect(targets)
         self._stats.set("kpod.agent.export.points", result.points)

@@ -127,9 +127,9 @@ def cmd_snapshot(config: Config, fmt: str, interval: float) -> int:
             print(to_otlp_json(pipeline.collect(source.targets()).request))
             return 0
         renderer = TableRenderer(print)
-        renderer.render(pipeline.collect(source.targets()).request, time.monotonic())
+        renderer.render(pipeline.collect(source.targets()), time.monotonic())
         time.sleep(max(0.0, interval))
-        print(renderer.render(pipeline.collect(source.targets()).request, time.monotonic()))
+        print(renderer.render(pipeline.collect(source.targets()), time.monotonic()))
         return 0
     finally:
         assembled.agent.close()

@@ -1,10 +1,12 @@
 """The seam between collectors and the export pipeline.
 
 A collector declares its instruments once (from the metric catalog, `kpod_otel.catalog`), then each cycle
-reads its sources *once* into a `CollectorSnapshot` (observations grouped by target key and metric name).
-The pipeline (`kpod_otel.export.pipeline`) turns the snapshots of a cycle into one ResourceMetrics per
-target, with the declared name, kind, unit and description. Histograms already bucketed by the kernel are
-published as `HistogramPoint`s with their bucket counts, sum and count.
+reads its sources *once* into a `CollectorSnapshot`: raw values (as the kernel counts them) grouped by
+target key and metric name, and histograms already bucketed by the kernel as `HistogramPoint`s. The
+pipeline (`kpod_otel.export.pipeline`) turns them into series (`export/series.py`: start times, resets,
+end of series) and structured points per target. A collector says since when its values of a target
+have been counting (`origin_ns`) and whether a container without an entry in its source has simply had
+no event yet (`first_event_zeros`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from kpod_otel.catalog import InstrumentKind, InstrumentSpec
-from kpod_otel.model import Attributes, Target
+from kpod_otel.model import Attributes, ContainerTarget, Target
 
 __all__ = ["AGENT_TARGET_KEY", "Collector", "CollectorSnapshot", "HistogramPoint", "InstrumentKind", "InstrumentSpec",
            "Observation"]
@@ -54,6 +56,9 @@ class CollectorSnapshot:
     points: dict[str, dict[str, list[Observation]]] = field(default_factory=dict)
     # target key -> histogram points
     histograms: dict[str, list[HistogramPoint]] = field(default_factory=dict)
+    # The source could not be read at all this cycle (a BPF map read failed): a gap, not the end of
+    # the collector's series.
+    failed: bool = False
 
     def add(self, target_key: str, metric: str, value: int | float, attributes: Attributes) -> None:
         self.points.setdefault(target_key, {}).setdefault(metric, []).append(Observation(value, attributes))
@@ -78,6 +83,18 @@ class Collector(ABC):
         Must not raise for a problem that concerns one target (a vanished cgroup, a malformed file):
         skip that target's points, log, and count it through the agent's self-metrics.
         """
+
+    def origin_ns(self, target: Target) -> int | None:
+        """A time no later than the first event this collector's cumulative values of `target` can
+        include, or None when unknown (the pipeline then takes the first observation as the baseline).
+        Kernel objects of a pod (cgroups, its network namespace) are created after the pod object."""
+        return target.created_ns or None
+
+    def first_event_zeros(self, container: ContainerTarget) -> bool:
+        """True when the collector's source holds no entry for `container` until its first event (a BPF
+        map): its first-event counters are then exported as 0 for it. A file-based source always holds a
+        value, and a missing one is a read problem, not a 0."""
+        return False
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release kernel objects (BPF programs, netlink sockets)."""

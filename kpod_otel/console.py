@@ -1,4 +1,10 @@
-"""A terminal table of one cycle's data: one row per target (pod or local workload)."""
+"""A terminal table of one cycle's points: one row per target (pod or local workload).
+
+Reads the cycle's structured points (never the encoded OTLP), and skips the agent's own Resource by its
+key. The columns come from the metric catalog: a counter whose first event is the signal (OOM kills,
+retransmits) shows its total, other counters a per-second rate, histograms their mean over the interval,
+gauges their value; a column appears once some target has a point of its metric.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +13,9 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue
-
+from kpod_otel.catalog import METRICS, InstrumentKind, Level, MetricDef
 from kpod_otel.export.pipeline import CycleResult
+from kpod_otel.points import TargetPoints
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,55 +26,52 @@ class Column:
     scale: float = 1.0  # multiply before display (e.g. s -> ms)
 
 
-COLUMNS: tuple[Column, ...] = (
-    Column("CPU runq ms", "kpod.cpu.runqueue.latency", "mean", 1000.0),
-    Column("ctxsw/s", "kpod.cpu.context.switches", "rate"),
-    Column("syscalls/s", "kpod.syscall.count", "rate"),
-    Column("tcp tx B/s", "kpod.net.tcp.bytes.sent", "rate"),
-    Column("tcp rx B/s", "kpod.net.tcp.bytes.received", "rate"),
-    Column("retrans", "kpod.net.tcp.retransmits", "value"),
-    Column("if rx B/s", "kpod.net.iface.rx.bytes", "rate"),
-    Column("if tx B/s", "kpod.net.iface.tx.bytes", "rate"),
-    Column("disk rd B/s", "kpod.disk.read.bytes", "rate"),
-    Column("disk wr B/s", "kpod.disk.written.bytes", "rate"),
-    Column("majflt", "kpod.mem.major.page.faults", "value"),
-    Column("oom", "kpod.mem.oom.kills", "value"),
-    Column("fs used", "kpod.fs.usage.bytes", "value"),
-)
+def column_of(m: MetricDef) -> Column:
+    short = m.name.removeprefix("kpod.")
+    if m.kind is InstrumentKind.HISTOGRAM:
+        return Column(f"{short} ms" if m.unit == "s" else short, m.name, "mean", 1000.0 if m.unit == "s" else 1.0)
+    if m.kind is InstrumentKind.COUNTER and not m.first_event:
+        return Column(f"{short}/s", m.name, "rate")
+    return Column(short, m.name, "value")
 
 
-def _scalar(v: AnyValue) -> str:
-    kind = v.WhichOneof("value")
-    return str(getattr(v, kind)) if kind else ""
+COLUMNS: tuple[Column, ...] = tuple(column_of(m) for m in METRICS if m.level is not Level.AGENT)
 
 
-def _name(resource: Mapping[str, str]) -> str:
+def _name(resource: Mapping[str, object], key: str) -> str:
     if "k8s.pod.name" in resource:
         return f"{resource.get('k8s.namespace.name', '?')}/{resource['k8s.pod.name']}"
     if "k8s.pod.uid" in resource:
         return f"pod {resource['k8s.pod.uid']}"
-    return resource.get("kpod.workload.cgroup") or resource.get("service.name", "?")
+    return str(resource.get("kpod.workload.cgroup") or key)
 
 
-def summarize(request: ExportMetricsServiceRequest) -> dict[str, dict[str, tuple[float, float]]]:
-    """target name -> metric -> (sum of values or histogram sums, histogram counts)."""
+def summarize_target(target: TargetPoints) -> dict[str, tuple[float, float]]:
+    """metric -> (sum of values or histogram sums, histogram counts) over the target's live points."""
+    row: dict[str, tuple[float, float]] = {}
+    for name, mp in target.metrics.items():
+        total = count = 0.0
+        live = False
+        if mp.spec.kind is InstrumentKind.HISTOGRAM:
+            for h in target.histograms(name):
+                if not h.flags:
+                    total, count, live = total + h.sum, count + h.count, True
+        else:
+            for p in target.numbers(name):
+                if not p.flags:
+                    total, live = total + p.value, True
+        if live:
+            row[name] = (total, count)
+    return row
+
+
+def summarize(result: CycleResult) -> dict[str, dict[str, tuple[float, float]]]:
+    """target name -> metric -> (sum of values or histogram sums, histogram counts); the agent excluded."""
     out: dict[str, dict[str, tuple[float, float]]] = {}
-    for rm in request.resource_metrics:
-        res = {kv.key: _scalar(kv.value) for kv in rm.resource.attributes}
-        if res.get("service.name") == "kpod-otel" and "k8s.pod.uid" not in res:
-            continue  # the agent's own resource
-        row = out.setdefault(_name(res), {})
-        for sm in rm.scope_metrics:
-            for m in sm.metrics:
-                kind = m.WhichOneof("data")
-                total, count = row.get(m.name, (0.0, 0.0))
-                if kind == "histogram":
-                    for hp in m.histogram.data_points:
-                        total, count = total + hp.sum, count + hp.count
-                elif kind in ("sum", "gauge"):
-                    for dp in getattr(m, kind).data_points:
-                        total += dp.as_int if dp.WhichOneof("value") == "as_int" else dp.as_double
-                row[m.name] = (total, count)
+    for target in result.workloads:
+        row = summarize_target(target)
+        if row:
+            out.setdefault(_name(target.resource, target.key), {}).update(row)
     return out
 
 
@@ -89,8 +91,8 @@ class TableRenderer:
         self._out = out
         self._previous: tuple[float, dict[str, dict[str, tuple[float, float]]]] | None = None
 
-    def render(self, request: ExportMetricsServiceRequest, at: float) -> str:
-        current = summarize(request)
+    def render(self, result: CycleResult, at: float) -> str:
+        current = summarize(result)
         prev = self._previous
         self._previous = (at, current)
         cols = [c for c in COLUMNS if any(c.metric in row for row in current.values())]
@@ -133,7 +135,7 @@ class TableRenderer:
 
     def deliver(self, result: CycleResult, deadline_s: float, cancel: threading.Event | None = None) -> bool:
         """CycleSink: print a table of this cycle."""
-        self._out(self.render(result.request, time.monotonic()) + "\n")
+        self._out(self.render(result, time.monotonic()) + "\n")
         return True
 
     def close(self) -> None:

@@ -52,7 +52,10 @@ class PodInfo:
     # Set by local discovery for non-Kubernetes workloads: the cgroup path (relative to the hierarchy
     # root) that *is* the target. Kubernetes pods leave it empty and are resolved by PodCgroupMapper.
     cgroup_path: str = ""
-
+    # metadata.creationTimestamp (ns since the epoch; 0 when unknown): the pod object exists before the
+    # kubelet creates its cgroups and network namespace, so the kernel's counters of the pod all started
+    # after it. Left 0 for mirror pods (created by the kubelet after the static pod started).
+    created_ns: int = 0
 
     @property
     def key(self) -> str:
@@ -103,3 +106,6 @@ class Target:
     pids: tuple[int, ...] = ()  # a few pids of the pod, for /proc/<pid>/ns/net and mountinfo
     volumes_dir: str = ""  # host path of the kubelet's pods/<uid>/volumes directory, if known
     namespace: str = ""  # k8s namespace, for filters and profile allow-lists
+    # A time no later than the creation of any of the target's cgroups and network namespace (the pod's
+    # creationTimestamp); 0 when unknown. Cumulative series read from those objects start here.
+    created_ns: int = 0

@@ -8,6 +8,7 @@ is declared in the catalog (collector "agent"), so the set of instruments is fix
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 from kpod_otel.catalog import specs_for
@@ -27,6 +28,7 @@ class AgentStats:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._values: dict[_Key, float] = {}
+        self.started_ns = time.time_ns()  # every counter here counts from this moment
 
     @staticmethod
     def _key(name: str, attrs: dict[str, AttrValue] | None) -> _Key:

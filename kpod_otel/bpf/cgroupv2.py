@@ -7,6 +7,7 @@ layer's detector (`kpod_otel.cgroup.fs.detect_layout`) decides which.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 from pathlib import Path
@@ -25,9 +26,19 @@ def find_cgroup2_root(cgroup_root: str | Path) -> Path | None:
     return Path(layout.v2_dir) if layout.v2_dir else None
 
 
+class CgroupWalkError(OSError):
+    """A part of the v2 tree could not be read: the walk does not know every live cgroup."""
+
+
 def live_cgroup_ids(cgroup2_root: Path) -> set[int]:
-    """Ids of every cgroup that exists now (a walk of the v2 tree; directories vanish while we walk)."""
+    """Ids of every cgroup that exists now (a walk of the v2 tree). A directory removed while we walk is
+    skipped (ENOENT/ENODEV: it and its subtree are gone); any other error raises CgroupWalkError, since
+    the subtree it hides may hold live cgroups."""
     ids: set[int] = set()
+    try:
+        os.stat(cgroup2_root)
+    except OSError as exc:  # without the root, "nothing found" would mean "every cgroup is gone"
+        raise CgroupWalkError(exc.errno, f"walking {cgroup2_root}: {exc.strerror}") from exc
     stack = [str(cgroup2_root)]
     while stack:
         path = stack.pop()
@@ -35,6 +46,10 @@ def live_cgroup_ids(cgroup2_root: Path) -> set[int]:
             ids.add(os.stat(path).st_ino)
             with os.scandir(path) as it:
                 stack.extend(e.path for e in it if e.is_dir(follow_symlinks=False))
-        except OSError:
+        except (FileNotFoundError, NotADirectoryError):
             continue  # removed meanwhile
+        except OSError as exc:
+            if exc.errno == errno.ENODEV:  # a cgroup being removed
+                continue
+            raise CgroupWalkError(exc.errno, f"walking {path}: {exc.strerror}") from exc
     return ids

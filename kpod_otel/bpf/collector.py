@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import time
 from abc import abstractmethod
 from collections.abc import Sequence
 
 from kpod_otel.bpf.attribution import Owner, owners_by_cgroup
-from kpod_otel.bpf.cgroupv2 import live_cgroup_ids
+from kpod_otel.bpf.cgroupv2 import CgroupWalkError, live_cgroup_ids
 from kpod_otel.bpf.maps import delete_keys
 from kpod_otel.bpf.program import BpfEnvironment, BpfProgram, ProgramSpec
 from kpod_otel.collector import Collector, CollectorSnapshot
-from kpod_otel.model import Target
+from kpod_otel.model import ContainerTarget, Target
 from kpod_otel.selfmetrics import AgentStats
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ class BpfCollector(Collector):
         self._stats = stats
         self._env = env
         self._program = BpfProgram(self.program_spec(self._env), self._env, stats)
+        # Taken before loading: nothing the program counts can be older.
+        self._loaded_ns = time.time_ns()
         self._program.load()
         self._cycles = 0
 
@@ -58,13 +61,21 @@ class BpfCollector(Collector):
         except Exception as exc:  # a map read failing must not take the agent down
             log.warning("%s: reading BPF maps failed: %s", self.name, exc)
             self._stats.error(self.name, "read")
-            return CollectorSnapshot()
+            return CollectorSnapshot(failed=True)
         self._program.report({name: len(ids) for name, ids in keys.items()})
         self._cycles += 1
         if removed:
             self._forget(removed)
         self._maybe_sweep(keys)
         return snap
+
+    def origin_ns(self, target: Target) -> int | None:
+        """The later of the program's load and the pod's creation: map entries count from then on."""
+        return max(self._loaded_ns, target.created_ns)
+
+    def first_event_zeros(self, container: ContainerTarget) -> bool:
+        """A map gets a container's entry at its first event: until then, its counters are 0."""
+        return self._program.loaded and container.cgroup_id is not None
 
     def _removed_cgroups(self) -> set[int]:
         table = self._program.table(REMOVED_MAP)
@@ -92,7 +103,14 @@ class BpfCollector(Collector):
         root = self._env.cgroup2_root
         if root is None:
             return 0
-        live = live_cgroup_ids(root)
+        try:
+            live = live_cgroup_ids(root)
+        except CgroupWalkError as exc:
+            # A subtree that could not be read may hold live cgroups: deleting what the walk missed
+            # would zero their counters. The next sweep tries again.
+            log.warning("%s: sweep of removed cgroups stopped: %s", self.name, exc)
+            self._stats.error(self.name, "sweep")
+            return 0
         deleted = 0
         for name, ids in keys.items():
             stale = ids - live

@@ -59,12 +59,35 @@ def bucket_counts(slots: Sequence[int]) -> tuple[int, ...]:
     return tuple(counts)
 
 
+def consistent_sum_ns(slots: Sequence[int], sum_ns: int) -> int:
+    """`sum_ns` clamped to what the slot counts allow (each sample of slot k lies in [2^(k-1), 2^k - 1] ns).
+
+    The kernel adds to a slot, to the sum and to the count with separate atomic operations, so a read
+    can fall between them; the slots are the truth the point's count is taken from, and the sum is
+    kept within their range. Over successive reads the clamped sum never decreases: both the raw sum
+    and the slot-implied bounds only grow.
+    """
+    low = high = 0
+    for k, n in enumerate(slots):
+        if n:
+            low += n * (1 << (k - 1) if k >= 2 else 0)  # slot 1 also holds 0
+            high += n * slot_upper_ns(k)
+    if sum_ns < low:
+        return low
+    if sum_ns > high and not slots[-1]:  # the last slot has no upper bound
+        return high
+    return sum_ns
+
+
 def to_point(name: str, attributes: Attributes, raw: RawHistogram) -> HistogramPoint:
+    """count == sum(bucket_counts) and a sum consistent with them, however the read interleaved with
+    the kernel's updates (the separately counted `raw.count` is not used)."""
+    counts = bucket_counts(raw.slots)
     return HistogramPoint(
         name=name,
         attributes=attributes,
         bounds=BOUNDS_SECONDS,
-        bucket_counts=bucket_counts(raw.slots),
-        sum=raw.sum_ns / NS_PER_S,
-        count=raw.count,
+        bucket_counts=counts,
+        sum=consistent_sum_ns(raw.slots, raw.sum_ns) / NS_PER_S,
+        count=sum(counts),
     )

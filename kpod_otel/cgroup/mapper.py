@@ -137,7 +137,8 @@ class PodCgroupMapper:
                 self._stats.error(_COMPONENT, "vanished")
                 log.debug("pod %s: cgroup vanished while mapping (%s)", key, exc)
                 targets.append(Target(key=key, resource=self.resource(pod), host_network=pod.host_network,
-                                      namespace=pod.namespace, volumes_dir=self._volumes_dir(pod)))
+                                      namespace=pod.namespace, created_ns=pod.created_ns,
+                                      volumes_dir=self._volumes_dir(pod)))
         for gone in set(self._state) - seen:
             del self._state[gone]
         self._not_found_logged &= seen
@@ -177,7 +178,7 @@ class PodCgroupMapper:
             # counts (the kernel keeps them for one more read) are exported; rebuilt next cycle.
             del self._state[key]
             return Target(key=key, resource=self.resource(pod), host_network=pod.host_network,
-                          namespace=pod.namespace, volumes_dir=self._volumes_dir(pod),
+                          namespace=pod.namespace, created_ns=pod.created_ns, volumes_dir=self._volumes_dir(pod),
                           departed_containers=(*state.containers.values(), *state.retired.values(),
                                                *state.departed),
                           departed_cgroup_ids=tuple(i for i in (state.cgroup_id, *state.sandbox_ids,
@@ -193,7 +194,7 @@ class PodCgroupMapper:
             if state is None:
                 self._state.pop(key, None)
                 return Target(key=key, resource=self.resource(pod), host_network=pod.host_network,
-                              namespace=pod.namespace,
+                              namespace=pod.namespace, created_ns=pod.created_ns,
                               volumes_dir=self._volumes_dir(pod))
             self._state[key] = state
         target = Target(
@@ -208,7 +209,7 @@ class PodCgroupMapper:
             host_network=pod.host_network,
             pids=self._pids(state),
             volumes_dir=self._volumes_dir(pod),
-            namespace=pod.namespace,
+            namespace=pod.namespace, created_ns=pod.created_ns,
         )
         state.departed, state.departed_ids = (), ()
         return target

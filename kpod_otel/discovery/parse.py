@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from kpod_otel.model import ContainerInfo, ContainerKind, PodInfo
@@ -136,6 +137,7 @@ def parse_pod(obj: Any) -> PodInfo:
                                       _list(status.get(status_field), f"status.{status_field}", pod), pod))
     return PodInfo(
         uid=uid,
+        created_ns=0 if kubelet_uid else _timestamp_ns(meta.get("creationTimestamp")),
         name=name,
         namespace=namespace,
         node_name=_str(spec.get("nodeName"), "spec.nodeName", pod, default=""),
@@ -146,6 +148,20 @@ def parse_pod(obj: Any) -> PodInfo:
         labels=dict(labels),
         kubelet_uid=kubelet_uid,
     )
+
+
+def _timestamp_ns(raw: Any) -> int:
+    """An RFC 3339 timestamp as the API server writes it ("2024-05-01T10:00:00Z") -> ns; 0 if absent or
+    malformed (a missing creation time only costs the start times their precision)."""
+    if not isinstance(raw, str):
+        return 0
+    try:
+        parsed = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+    except ValueError:
+        return 0
+    if parsed.tzinfo is None:
+        return 0
+    return int(parsed.timestamp()) * 1_000_000_000
 
 
 def parse_pod_list(obj: Any) -> PodList:

@@ -1,17 +1,19 @@
-"""Encodes one cycle's observations straight into an OTLP `ExportMetricsServiceRequest`.
+"""Encodes one cycle's structured points (`kpod_otel.points`) straight into OTLP protobuf wire format:
+the only place where metrics become bytes (for the exporter and `snapshot --format otlp-json`).
 
 Why not through the SDK's MeterProviders (the obvious design: one per pod): measured on this machine
 class at 110 pods x 55 points, the SDK path costs ~150 ms to collect plus ~70 ms to encode per cycle,
 against ~20 ms to build the same protobuf directly (bench/export_cycle.py, docs/performance.md). The
 target is <= 100 ms per cycle. Building the request ourselves also removes the SDK's per-metric
 cardinality limit and its never-forgotten attribute sets from the picture: nothing here outlives a
-cycle except each target's start time, which leaves with the target, and the attribute cache below.
+cycle except the attribute cache below (the per-series state lives in `export/series.py`).
 
 How: each ResourceMetrics is written in protobuf wire format here (the fields of
 opentelemetry/proto/metrics/v1/metrics.proto, by number, see the tag constants), then the request is
 parsed once by the protobuf runtime (upb, in C). Setting fields through the Python message API cost
 ~4 us per point (a message object per point, attribute messages copied into each point); writing
-bytes costs well under 1 us (bench/node_cycle.py). Attribute sets are serialized by the protobuf
+bytes costs well under 1 us (bench/node_cycle.py). Every point carries its own start time and flags
+(NO_RECORDED_VALUE: a point without a value, ending its series). Attribute sets are serialized by the protobuf
 runtime itself (KeyValue.SerializeToString) and cached, so only the framing is hand-written; tests
 compare what a real receiver decodes.
 """
@@ -19,15 +21,15 @@ compare what a real receiver decodes.
 from __future__ import annotations
 
 import struct
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
-from kpod_otel.collector import HistogramPoint, InstrumentKind, InstrumentSpec, Observation
+from kpod_otel.catalog import InstrumentKind, InstrumentSpec
 from kpod_otel.model import AttrValue
+from kpod_otel.points import AttrKey, HistogramDataPoint, NumberPoint, TargetPoints
 
 CUMULATIVE = pb.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 
@@ -50,7 +52,8 @@ _HDP_ATTRIBUTES = b"\x4a"  # HistogramDataPoint.attributes = 9
 _HDP_START, _HDP_TIME = b"\x11", b"\x19"  # HistogramDataPoint.start_time_unix_nano = 2, time_unix_nano = 3
 _HDP_COUNT, _HDP_SUM = b"\x21", b"\x29"  # HistogramDataPoint.count = 4 (fixed64), sum = 5 (double)
 _HDP_BUCKETS, _HDP_BOUNDS = b"\x32", b"\x3a"  # bucket_counts = 6 (packed fixed64), explicit_bounds = 7
-_HDP_MIN, _HDP_MAX = b"\x59", b"\x61"  # HistogramDataPoint.min = 11, max = 12 (double)
+_NDP_FLAGS = b"\x40"  # NumberDataPoint.flags = 8 (varint)
+_HDP_FLAGS = b"\x50"  # HistogramDataPoint.flags = 10 (varint)
 
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
@@ -84,10 +87,6 @@ def any_value(value: AttrValue) -> AnyValue:
     return AnyValue(string_value=str(value))
 
 
-def key_values(attributes: Mapping[str, AttrValue]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=any_value(v)) for k, v in attributes.items()]
-
-
 class AttributeCache:
     """Serialized attribute lists (each KeyValue framed as a repeated field with the given tag), shared
     by the many points of one container within a cycle and kept across cycles.
@@ -97,16 +96,17 @@ class AttributeCache:
     """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[bytes, tuple[tuple[str, AttrValue], ...]], bytes] = {}
-        self._previous: dict[tuple[bytes, tuple[tuple[str, AttrValue], ...]], bytes] = {}
+        self._cache: dict[tuple[bytes, AttrKey], bytes] = {}
+        self._previous: dict[tuple[bytes, AttrKey], bytes] = {}
 
-    def get(self, tag: bytes, attributes: Mapping[str, AttrValue]) -> bytes:
-        key = (tag, tuple(attributes.items()))
+    def get(self, tag: bytes, attributes: AttrKey) -> bytes:
+        key = (tag, attributes)
         encoded = self._cache.get(key)
         if encoded is None:
             encoded = self._previous.get(key)
             if encoded is None:
-                encoded = b"".join(field(tag, kv.SerializeToString()) for kv in key_values(attributes))
+                encoded = b"".join(field(tag, KeyValue(key=k, value=any_value(v)).SerializeToString())
+                                   for k, v in attributes)
             self._cache[key] = encoded
         return encoded
 
@@ -147,28 +147,19 @@ def _packed_doubles(values: Sequence[float]) -> bytes:
     return struct.pack(f"<{len(values)}d", *values)
 
 
-class RequestBuilder:
-    """Adds one ResourceMetrics per target to a request; one builder per cycle."""
+class ResourceEncoder:
+    """Writes one target's points as a ResourceMetrics; one encoder per cycle (it caches metric heads
+    and bounds for the cycle), the attribute cache is the caller's and outlives it."""
 
-    def __init__(self, specs: Mapping[str, InstrumentSpec], scope_name: str, scope_version: str,
+    def __init__(self, scope_name: str, scope_version: str, time_ns: int,
                  attributes: AttributeCache | None = None) -> None:
-        """`attributes`: a cache kept by the caller across cycles (call its next_cycle() per cycle)."""
-        self._specs = specs
+        """`time_ns`: the cycle's time (time_unix_nano of every point)."""
+        self.time_ns = time_ns
         self._scope = field(_SM_SCOPE, InstrumentationScope(name=scope_name, version=scope_version)
                             .SerializeToString())
         self._attrs = attributes if attributes is not None else AttributeCache()
         self._heads: dict[str, bytes] = {}
         self._bounds: dict[tuple[float, ...], bytes] = {}
-        self.resources: list[EncodedResource] = []
-        self._request: ExportMetricsServiceRequest | None = None
-        self.points = 0
-
-    @property
-    def request(self) -> ExportMetricsServiceRequest:
-        """The request as a message (parsed once, on first use: the exporter sends `resources` as is)."""
-        if self._request is None:
-            self._request = ExportMetricsServiceRequest.FromString(join_request(self.resources))
-        return self._request
 
     def _head(self, spec: InstrumentSpec) -> bytes:
         head = self._heads.get(spec.name)
@@ -176,59 +167,46 @@ class RequestBuilder:
             head = self._heads[spec.name] = _metric_head(spec)
         return head
 
-    def add_resource(
-        self,
-        resource: Mapping[str, AttrValue],
-        points: Mapping[str, Sequence[Observation]],
-        histograms: Iterable[HistogramPoint],
-        start_ns: int,
-        now_ns: int,
-    ) -> list[str]:
-        """Encode one target; returns the names of undeclared metrics that were dropped."""
-        if self._request is not None:
-            raise RuntimeError("add_resource after the request was built")
+    def encode(self, target: TargetPoints) -> EncodedResource | None:
+        """The target's ResourceMetrics (None without points). Raises on a value the wire format cannot
+        carry (an integer beyond 64 bits, a string that is not UTF-8): the caller drops that target."""
         metrics: list[bytes] = []
-        dropped: list[str] = []
-        points_before = self.points
-        start_time = _U64.pack(start_ns)
-        now_time = _U64.pack(now_ns)
-        for name, observations in points.items():
-            spec = self._specs.get(name)
-            if spec is None or spec.kind is InstrumentKind.HISTOGRAM:
-                dropped.append(name)
+        points = 0
+        for mp in target.metrics.values():
+            if not mp.points:
                 continue
-            if observations:
-                metrics.append(self._numbers(spec, observations, start_time, now_time))
-        by_name: dict[str, list[HistogramPoint]] = {}
-        for h in histograms:
-            by_name.setdefault(h.name, []).append(h)
-        for name, hists in by_name.items():
-            spec = self._specs.get(name)
-            if spec is None or spec.kind is not InstrumentKind.HISTOGRAM:
-                dropped.append(name)
-                continue
-            metrics.append(self._histograms(spec, hists, start_time, now_time, dropped))
-        if metrics:
-            scope_metrics = self._scope + b"".join(metrics)
-            rm = (field(_RM_RESOURCE, self._attrs.get(_RESOURCE_ATTRIBUTES, resource))
-                  + field(_RM_SCOPE_METRICS, scope_metrics))
-            self.resources.append(EncodedResource(field(_REQ_RESOURCE_METRICS, rm), self.points - points_before,
-                                                  len(rm)))
-        return dropped
+            if mp.spec.kind is InstrumentKind.HISTOGRAM:
+                metrics.append(self._histograms(mp.spec, mp.points))  # type: ignore[arg-type]
+            else:
+                metrics.append(self._numbers(mp.spec, mp.points))  # type: ignore[arg-type]
+            points += len(mp.points)
+        if not metrics:
+            return None
+        rm = (field(_RM_RESOURCE, self._attrs.get(_RESOURCE_ATTRIBUTES, tuple(target.resource.items())))
+              + field(_RM_SCOPE_METRICS, self._scope + b"".join(metrics)))
+        return EncodedResource(field(_REQ_RESOURCE_METRICS, rm), points, len(rm))
 
-    def _numbers(self, spec: InstrumentSpec, observations: Sequence[Observation], start_time: bytes,
-                 now_time: bytes) -> bytes:
+    def _numbers(self, spec: InstrumentSpec, points: Sequence[NumberPoint]) -> bytes:
         gauge = spec.kind is InstrumentKind.GAUGE
-        times = _NDP_TIME + now_time if gauge else _NDP_START + start_time + _NDP_TIME + now_time
         attrs = self._attrs.get
-        int_pack, double_pack = _I64.pack, _F64.pack
+        int_pack, double_pack, u64 = _I64.pack, _F64.pack, _U64.pack
+        now_time = _NDP_TIME + u64(self.time_ns)
+        starts: dict[int, bytes] = {}
         parts: list[bytes] = []
-        for obs in observations:
-            value = obs.value
-            body = attrs(_NDP_ATTRIBUTES, obs.attributes) + times + (
-                _NDP_INT + int_pack(value) if isinstance(value, int) else _NDP_DOUBLE + double_pack(value))
+        for p in points:
+            if gauge:
+                times = now_time
+            else:
+                times = starts.get(p.start_ns)  # type: ignore[assignment]
+                if times is None:
+                    times = starts[p.start_ns] = _NDP_START + u64(p.start_ns) + now_time
+            if p.flags:
+                body = attrs(_NDP_ATTRIBUTES, p.attributes) + times + _NDP_FLAGS + varint(p.flags)
+            else:
+                value = p.value
+                body = attrs(_NDP_ATTRIBUTES, p.attributes) + times + (
+                    _NDP_INT + int_pack(value) if isinstance(value, int) else _NDP_DOUBLE + double_pack(value))
             parts.append(_DATA_POINTS + varint(len(body)) + body)
-        self.points += len(observations)
         if gauge:
             data = field(_M_GAUGE, b"".join(parts))
         else:
@@ -238,25 +216,20 @@ class RequestBuilder:
             data = field(_M_SUM, b"".join(parts) + flags)
         return field(_SM_METRICS, self._head(spec) + data)
 
-    def _histograms(self, spec: InstrumentSpec, hists: Sequence[HistogramPoint], start_time: bytes,
-                    now_time: bytes, dropped: list[str]) -> bytes:
-        times = _HDP_START + start_time + _HDP_TIME + now_time
+    def _histograms(self, spec: InstrumentSpec, points: Sequence[HistogramDataPoint]) -> bytes:
+        now_time = _HDP_TIME + _U64.pack(self.time_ns)
         parts: list[bytes] = []
-        for h in hists:
-            if len(h.bucket_counts) != len(h.bounds) + 1:
-                dropped.append(h.name)
-                continue
-            bounds = self._bounds.get(h.bounds)
-            if bounds is None:
-                bounds = self._bounds[h.bounds] = field(_HDP_BOUNDS, _packed_doubles(h.bounds)) if h.bounds else b""
-            body = (self._attrs.get(_HDP_ATTRIBUTES, h.attributes) + times
-                    + _HDP_COUNT + _U64.pack(h.count) + _HDP_SUM + _F64.pack(h.sum)
-                    + field(_HDP_BUCKETS, struct.pack(f"<{len(h.bucket_counts)}Q", *h.bucket_counts)) + bounds)
-            if h.min is not None:
-                body += _HDP_MIN + _F64.pack(h.min)
-            if h.max is not None:
-                body += _HDP_MAX + _F64.pack(h.max)
+        for h in points:
+            head = self._attrs.get(_HDP_ATTRIBUTES, h.attributes) + _HDP_START + _U64.pack(h.start_ns) + now_time
+            if h.flags:
+                body = head + _HDP_COUNT + _U64.pack(0) + _HDP_FLAGS + varint(h.flags)
+            else:
+                bounds = self._bounds.get(h.bounds)
+                if bounds is None:
+                    bounds = self._bounds[h.bounds] = (field(_HDP_BOUNDS, _packed_doubles(h.bounds))
+                                                       if h.bounds else b"")
+                body = (head + _HDP_COUNT + _U64.pack(h.count) + _HDP_SUM + _F64.pack(h.sum)
+                        + field(_HDP_BUCKETS, struct.pack(f"<{len(h.bucket_counts)}Q", *h.bucket_counts)) + bounds)
             parts.append(_DATA_POINTS + varint(len(body)) + body)
-            self.points += 1
         data = field(_M_HISTOGRAM, b"".join(parts) + _TEMPORALITY + _CUMULATIVE_VARINT)
         return field(_SM_METRICS, self._head(spec) + data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,9 +12,14 @@ from kpod_otel.collector import Collector, CollectorSnapshot, HistogramPoint, In
 from kpod_otel.model import ContainerTarget, Target
 
 
+# The scripted pods "were created" an hour before the tests run: their counters count from then.
+POD_CREATED_NS = time.time_ns() - 3600 * 1_000_000_000
+
+
 def pod_target(i: int, containers: int = 1) -> Target:
     uid = f"00000000-0000-4000-8000-{i:012d}"
     return Target(
+        created_ns=POD_CREATED_NS,
         key=uid,
         resource={"k8s.pod.uid": uid, "k8s.pod.name": f"pod-{i}", "k8s.namespace.name": "team-a",
                   "k8s.node.name": "node-1"},

@@ -174,7 +174,9 @@ def make_pod(
             "namespace": namespace,
             "uid": uid,
             "resourceVersion": "0",
-            "creationTimestamp": _TS,
+            # when the pod object is made, as the API server stamps it (truncated to the second): the
+            # agent takes it as the earliest start of the pod's kernel counters
+            "creationTimestamp": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "labels": labels,
         },
         "spec": spec,

@@ -1,0 +1,313 @@
+"""Per-series state: what turns a collector's raw kernel values into series a backend can trust.
+
+A series is a target key + a metric + an attribute set. For each one this keeps its start time, the
+last raw value and when it was seen, and an offset (the baseline subtracted from raw values), so that
+(OTel data model, "Resets and Gaps"):
+
+- **Start time from the source.** A new cumulative series starts at its collector's `origin_ns(target)`
+  (a time no later than the first event its source could have counted: the pod's creation for cgroup
+  files and interface counters, the later of the program's load and the pod's creation for eBPF). When
+  the origin is unknown (or later than now), the first observation is the baseline: the series starts
+  then and reports only what was counted after it, never a lifetime total under a recent start time.
+- **Resets.** A monotonic sum (or a histogram bucket) that goes down starts a new series at the time of
+  its previous observation (the reset happened after it); nothing is ever exported as a decrease under
+  one start time.
+- **End of series.** A series not reported in a cycle is exported once with the NO_RECORDED_VALUE flag
+  and forgotten; unless its collector failed as a whole this cycle (a gap in the agent, not an end).
+  A series that comes back within `ENDED_MEMORY_CYCLES` cycles of its end restarts with a baseline, so
+  it never continues under the start time its end marker closed.
+- **Histograms.** count == sum(bucket_counts) on every point, whatever the source sent.
+
+What is kept per series (start, offset, last raw value, time of the last observation) is what a delta
+conversion needs too: the previous reported value is `last - offset`, the previous time `last_ns`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from kpod_otel.catalog import InstrumentKind, InstrumentSpec
+from kpod_otel.collector import CollectorSnapshot, HistogramPoint, Observation
+from kpod_otel.model import AttrValue
+from kpod_otel.points import (
+    NO_RECORDED_VALUE,
+    AttrKey,
+    HistogramDataPoint,
+    MetricPoints,
+    NumberPoint,
+    TargetPoints,
+)
+
+# How long an ended series is remembered (cycles; ~10 min at 15 s), so that one which comes back (a
+# container whose files could not be read for a cycle) restarts with a baseline.
+ENDED_MEMORY_CYCLES = 40
+
+_COUNTER, _UP_DOWN, _GAUGE, _HISTOGRAM = (InstrumentKind.COUNTER, InstrumentKind.UP_DOWN_COUNTER,
+                                          InstrumentKind.GAUGE, InstrumentKind.HISTOGRAM)
+
+
+class _Number:
+    __slots__ = ("last", "last_ns", "offset", "source", "start_ns")
+
+    def __init__(self, start_ns: int, offset: int | float, last: int | float, last_ns: int, source: int) -> None:
+        self.start_ns = start_ns
+        self.offset = offset
+        self.last = last
+        self.last_ns = last_ns
+        self.source = source
+
+
+class _Histogram:
+    __slots__ = ("bounds", "last", "last_ns", "offset", "offset_sum", "source", "start_ns")
+
+    def __init__(self, start_ns: int, bounds: tuple[float, ...], offset: tuple[int, ...] | None, offset_sum: float,
+                 last: tuple[int, ...], last_ns: int, source: int) -> None:
+        self.start_ns = start_ns
+        self.bounds = bounds
+        self.offset = offset  # baseline bucket counts, None when the source's start is known
+        self.offset_sum = offset_sum
+        self.last = last
+        self.last_ns = last_ns
+        self.source = source
+
+
+@dataclass(slots=True)
+class _TargetState:
+    resource: Mapping[str, AttrValue]
+    numbers: dict[str, dict[AttrKey, _Number]] = field(default_factory=dict)
+    histograms: dict[str, dict[AttrKey, _Histogram]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceInput:
+    """One collector's contribution to a cycle. `snapshot` None: the collector failed as a whole (its
+    series are neither reported nor ended). `origin(target_key)`: see the module docstring."""
+
+    source: int
+    snapshot: CollectorSnapshot | None
+    origin: Callable[[str], int | None]
+
+
+# Called with (target key, what went wrong) when a value cannot be used; the target's points of that
+# metric are dropped for this cycle.
+ProblemHook = Callable[[str, str], None]
+
+
+class SeriesTracker:
+    def __init__(self, specs: Mapping[str, InstrumentSpec]) -> None:
+        self._specs = specs
+        self._targets: dict[str, _TargetState] = {}
+        # Series (and whole targets) that ended recently, in two generations of ENDED_MEMORY_CYCLES.
+        self._ended: set[tuple[str, str, AttrKey]] = set()
+        self._ended_before: set[tuple[str, str, AttrKey]] = set()
+        self._ended_targets: set[str] = set()
+        self._ended_targets_before: set[str] = set()
+        self._cycles = 0
+
+    @property
+    def targets(self) -> int:
+        return len(self._targets)
+
+    @property
+    def series(self) -> int:
+        return sum(sum(len(s) for s in t.numbers.values()) + sum(len(s) for s in t.histograms.values())
+                   for t in self._targets.values())
+
+    def cycle(self, now_ns: int, live: Mapping[str, Mapping[str, AttrValue]], inputs: Sequence[SourceInput],
+              problem: ProblemHook) -> tuple[list[TargetPoints], list[str]]:
+        """One cycle: `live` maps each target key to its Resource, in export order. Returns the targets'
+        points (live ones in that order, then those that ended with their end markers) and the names of
+        undeclared metrics that were dropped."""
+        self._cycles += 1
+        if self._cycles % ENDED_MEMORY_CYCLES == 0:
+            self._ended_before, self._ended = self._ended, set()
+            self._ended_targets_before, self._ended_targets = self._ended_targets, set()
+        out: dict[str, TargetPoints] = {}
+        for key, resource in live.items():
+            state = self._targets.get(key)
+            if state is None:
+                self._targets[key] = _TargetState(resource)
+            else:
+                state.resource = resource
+            out[key] = TargetPoints(key, resource)
+        dropped: list[str] = []
+        failed: set[int] = set()
+        for inp in inputs:
+            if inp.snapshot is None:
+                failed.add(inp.source)
+                continue
+            for key, by_metric in inp.snapshot.points.items():
+                target = out.get(key)
+                if target is None:
+                    continue  # a target that is not measured this cycle
+                state = self._targets[key]
+                for name, observations in by_metric.items():
+                    spec = self._specs.get(name)
+                    if spec is None or spec.kind is _HISTOGRAM:
+                        dropped.append(name)
+                        continue
+                    try:
+                        self._numbers(now_ns, key, state, target, spec, observations, inp)
+                    except (TypeError, ValueError, OverflowError) as exc:
+                        problem(key, f"{name}: {exc}")
+            for key, hists in inp.snapshot.histograms.items():
+                target = out.get(key)
+                if target is None:
+                    continue
+                state = self._targets[key]
+                for h in hists:
+                    spec = self._specs.get(h.name)
+                    if spec is None or spec.kind is not _HISTOGRAM:
+                        dropped.append(h.name)
+                        continue
+                    try:
+                        self._histogram(now_ns, key, state, target, spec, h, inp)
+                    except (TypeError, ValueError, OverflowError) as exc:
+                        problem(key, f"{h.name}: {exc}")
+        ended: list[TargetPoints] = []
+        for key in list(self._targets):
+            state = self._targets[key]
+            target = out.get(key)
+            if target is None:  # the target is gone: every series of it ends
+                gone = TargetPoints(key, state.resource)
+                self._end(now_ns, key, state, gone, None)
+                del self._targets[key]
+                self._ended_targets.add(key)
+                if gone.metrics:
+                    ended.append(gone)
+            else:
+                self._end(now_ns, key, state, target, failed)
+        return [*out.values(), *ended], dropped
+
+    # --- numbers ------------------------------------------------------------------------------------
+
+    def _numbers(self, now_ns: int, key: str, state: _TargetState, target: TargetPoints, spec: InstrumentSpec,
+                 observations: Iterable[Observation], inp: SourceInput) -> None:
+        name = spec.name
+        series = state.numbers.get(name)
+        if series is None:
+            series = state.numbers[name] = {}
+        kind = spec.kind
+        points: list[NumberPoint] = []
+        for obs in observations:
+            value = obs.value
+            if not isinstance(value, (int, float)):
+                raise TypeError(f"value {value!r} is not a number")
+            attrs = tuple(obs.attributes.items())
+            s = series.get(attrs)
+            if s is None:
+                s = series[attrs] = self._new_number(now_ns, key, name, attrs, kind, value, inp)
+            elif s.last_ns == now_ns:
+                continue  # reported twice in one cycle (two collectors): the first one counts
+            elif kind is _COUNTER and value < s.last:  # a reset: a new series since the last observation
+                s.start_ns, s.offset = s.last_ns, 0
+            s.last, s.last_ns, s.source = value, now_ns, inp.source
+            points.append(NumberPoint(attrs, s.start_ns, value - s.offset))
+        if points:
+            existing = target.metrics.get(name)
+            if existing is None:
+                target.metrics[name] = MetricPoints(spec, points)
+            else:
+                existing.points.extend(points)  # type: ignore[arg-type]
+
+    def _new_number(self, now_ns: int, key: str, name: str, attrs: AttrKey, kind: InstrumentKind,
+                    value: int | float, inp: SourceInput) -> _Number:
+        if kind is _GAUGE:
+            return _Number(0, 0, value, now_ns, inp.source)
+        origin = self._origin(now_ns, key, name, attrs, inp)
+        if origin is not None:
+            return _Number(origin, 0, value, now_ns, inp.source)
+        # Unknown origin: what was counted before now is not this series' (an up-down counter is a
+        # level, not a count: it keeps its value and only gets the start).
+        return _Number(now_ns, value if kind is _COUNTER else 0, value, now_ns, inp.source)
+
+    def _origin(self, now_ns: int, key: str, name: str, attrs: AttrKey, inp: SourceInput) -> int | None:
+        if key in self._ended_targets or key in self._ended_targets_before:
+            return None
+        identity = (key, name, attrs)
+        if identity in self._ended or identity in self._ended_before:
+            self._ended.discard(identity)
+            self._ended_before.discard(identity)
+            return None
+        origin = inp.origin(key)
+        if origin is None or origin <= 0 or origin > now_ns:
+            return None
+        return origin
+
+    # --- histograms ---------------------------------------------------------------------------------
+
+    def _histogram(self, now_ns: int, key: str, state: _TargetState, target: TargetPoints, spec: InstrumentSpec,
+                   h: HistogramPoint, inp: SourceInput) -> None:
+        counts = tuple(h.bucket_counts)
+        if len(counts) != len(h.bounds) + 1:
+            raise ValueError(f"{len(counts)} bucket counts for {len(h.bounds)} bounds")
+        if any(c < 0 for c in counts):
+            raise ValueError("negative bucket count")
+        name = spec.name
+        series = state.histograms.get(name)
+        if series is None:
+            series = state.histograms[name] = {}
+        attrs = tuple(h.attributes.items())
+        s = series.get(attrs)
+        if s is None:
+            origin = self._origin(now_ns, key, name, attrs, inp)
+            if origin is None:
+                s = _Histogram(now_ns, h.bounds, counts, h.sum, counts, now_ns, inp.source)
+            else:
+                s = _Histogram(origin, h.bounds, None, 0.0, counts, now_ns, inp.source)
+            series[attrs] = s
+        elif s.last_ns == now_ns:
+            return
+        elif s.bounds != h.bounds or any(c < p for c, p in zip(counts, s.last, strict=True)):
+            s.start_ns, s.bounds, s.offset, s.offset_sum = s.last_ns, h.bounds, None, 0.0
+        s.last, s.last_ns, s.source = counts, now_ns, inp.source
+        total = h.sum
+        if s.offset is not None:
+            counts = tuple(c - o for c, o in zip(counts, s.offset, strict=True))
+            total = max(0.0, total - s.offset_sum)
+        point = HistogramDataPoint(attrs, s.start_ns, h.bounds, counts, total, sum(counts))
+        existing = target.metrics.get(name)
+        if existing is None:
+            target.metrics[name] = MetricPoints(spec, [point])
+        else:
+            existing.points.append(point)  # type: ignore[arg-type]
+
+    # --- end of series ------------------------------------------------------------------------------
+
+    def _end(self, now_ns: int, key: str, state: _TargetState, target: TargetPoints, failed: set[int] | None) -> None:
+        """Flag and forget the series of `state` not seen this cycle (all of them when `failed` is None:
+        the target is gone)."""
+        for name, series in state.numbers.items():
+            gone = [a for a, s in series.items()
+                    if s.last_ns != now_ns and (failed is None or s.source not in failed)]
+            if not gone:
+                continue
+            spec = self._specs[name]
+            flagged = [NumberPoint(a, series.pop(a).start_ns, 0, NO_RECORDED_VALUE) for a in gone]
+            if failed is not None:  # (a whole target is remembered by its key)
+                self._remember(key, name, gone)
+            existing = target.metrics.get(name)
+            if existing is None:
+                target.metrics[name] = MetricPoints(spec, flagged)
+            else:
+                existing.points.extend(flagged)  # type: ignore[arg-type]
+        for name, hseries in state.histograms.items():
+            gone = [a for a, s in hseries.items()
+                    if s.last_ns != now_ns and (failed is None or s.source not in failed)]
+            if not gone:
+                continue
+            hflagged = [HistogramDataPoint(a, hseries.pop(a).start_ns, (), (), 0.0, 0, NO_RECORDED_VALUE)
+                        for a in gone]
+            if failed is not None:
+                self._remember(key, name, gone)
+            hexisting = target.metrics.get(name)
+            if hexisting is None:
+                target.metrics[name] = MetricPoints(self._specs[name], hflagged)
+            else:
+                hexisting.points.extend(hflagged)  # type: ignore[arg-type]
+        state.numbers = {n: s for n, s in state.numbers.items() if s}
+        state.histograms = {n: s for n, s in state.histograms.items() if s}
+
+    def _remember(self, key: str, name: str, gone: Iterable[AttrKey]) -> None:
+        self._ended.update((key, name, a) for a in gone)

@@ -1,0 +1,81 @@
+"""A cycle's result as structured points: per target (a pod, a local workload, the agent itself), per
+metric, one point per series with its own start time and flags.
+
+This is what the console, `snapshot` and the tests read; the OTLP encoder (`export/encoder.py`) is the
+only thing that turns it into bytes, for the exporter and `--format otlp-json`.
+
+A *series* is a target key + a metric + an attribute set. Attribute sets travel as tuples of (key, value)
+pairs in the order the collector wrote them (the same order every cycle for one series), which is also
+what the encoder's cache of serialized attribute sets is keyed by.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from kpod_otel.catalog import InstrumentKind, InstrumentSpec
+from kpod_otel.model import AttrValue
+
+__all__ = ["NO_RECORDED_VALUE", "AttrKey", "HistogramDataPoint", "MetricPoints", "NumberPoint", "TargetPoints"]
+
+# DataPointFlags.DATA_POINT_FLAGS_NO_RECORDED_VALUE_MASK (metrics.proto): the series has ended (its pod,
+# container, interface or volume is gone); the point carries no value.
+NO_RECORDED_VALUE = 1
+
+AttrKey = tuple[tuple[str, AttrValue], ...]
+
+
+@dataclass(slots=True)
+class NumberPoint:
+    """A sum or gauge point. `start_ns` is 0 for gauges; `value` is meaningless when flagged."""
+
+    attributes: AttrKey
+    start_ns: int
+    value: int | float
+    flags: int = 0
+
+
+@dataclass(slots=True)
+class HistogramDataPoint:
+    """An explicit-bucket histogram point; count == sum(bucket_counts) always (empty when flagged)."""
+
+    attributes: AttrKey
+    start_ns: int
+    bounds: tuple[float, ...]
+    bucket_counts: tuple[int, ...]
+    sum: float
+    count: int
+    flags: int = 0
+
+
+@dataclass(slots=True)
+class MetricPoints:
+    spec: InstrumentSpec
+    points: list[NumberPoint] | list[HistogramDataPoint]
+
+
+@dataclass(slots=True)
+class TargetPoints:
+    """One target's points of one cycle (one OTLP ResourceMetrics)."""
+
+    key: str  # Target.key, or AGENT_TARGET_KEY for the agent's own Resource
+    resource: Mapping[str, AttrValue]
+    metrics: dict[str, MetricPoints] = field(default_factory=dict)
+
+    @property
+    def points(self) -> int:
+        return sum(len(m.points) for m in self.metrics.values())
+
+    def numbers(self, metric: str) -> list[NumberPoint]:
+        """The sum/gauge points of `metric` (empty when absent)."""
+        m = self.metrics.get(metric)
+        if m is None or m.spec.kind is InstrumentKind.HISTOGRAM:
+            return []
+        return m.points  # type: ignore[return-value]
+
+    def histograms(self, metric: str) -> list[HistogramDataPoint]:
+        m = self.metrics.get(metric)
+        if m is None or m.spec.kind is not InstrumentKind.HISTOGRAM:
+            return []
+        return m.points  # type: ignore[return-value]
