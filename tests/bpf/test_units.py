@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from kpod_otel.assembly import build_collectors, cgroup_fs
@@ -103,11 +104,11 @@ def test_attribution_containers_sandbox_and_sums() -> None:
 def test_histogram_point_shape() -> None:
     slots = [0] * SLOTS
     slots[1], slots[20], slots[SLOTS - 1] = 2, 3, 1
-    p = to_point("m", {"a": 1}, RawHistogram(tuple(slots), 5_000_000_000, 6))
+    p = to_point("m", {"a": 1}, RawHistogram(tuple(slots), 300_000_000_000, 6))
     assert len(p.bucket_counts) == len(p.bounds) + 1 == len(BOUNDS_SECONDS) + 1
     assert p.bucket_counts[0] == 2 and p.bucket_counts[19] == 3 and p.bucket_counts[-1] == 1
     assert p.bounds[0] == 1e-9 and p.bounds[19] == (2**20 - 1) / 1e9
-    assert p.sum == 5.0 and p.count == 6
+    assert p.sum == 300.0 and p.count == 6
 
 
 def test_removed_cgroups_are_read_once_more_then_leave_the_maps(cpu_collector: CpuSchedCollector,
@@ -159,3 +160,38 @@ def test_pure_v1_node_means_no_ebpf(tmp_path: Path) -> None:
     finally:
         for c in collectors:
             c.close()
+
+
+def test_a_walk_error_in_one_subtree_stops_the_sweep(cpu_collector: CpuSchedCollector, cgroups: CgroupFactory,
+                                                     stats: AgentStats) -> None:
+    """A live cgroup the walk cannot reach (here: deeper than PATH_MAX, so stat() of its path fails with
+    ENAMETOOLONG, a real kernel error) keeps its entries: the sweep stops instead of taking "not seen"
+    for "gone"."""
+    top = cgroups.make("deep")
+    name = "d" * 250
+    fds = [os.open(top.path, os.O_RDONLY | os.O_DIRECTORY)]
+    try:
+        for _ in range(18):  # 18 x 251 characters: past PATH_MAX (4096)
+            os.mkdir(name, dir_fd=fds[-1])
+            fds.append(os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fds[-1]))
+        deep_id = os.fstat(fds[-1]).st_ino
+        gone = cgroups.make("gone-sweep")
+        gone_id = gone.id
+        gone.remove()
+        lat = cpu_collector._program.table("runq_latency")
+        lat[lat.Key(gone_id)] = lat.Leaf()
+        lat[lat.Key(deep_id)] = lat.Leaf()
+        sweep_errors = {"kpod.component": cpu_collector.name, "error.type": "sweep"}
+        before = stats.get("kpod.agent.errors", **sweep_errors)
+        assert cpu_collector.sweep({"runq_latency": {gone_id, deep_id}}) == 0
+        keys = {int(k.value) for k in lat}
+        assert deep_id in keys  # the live cgroup's entry stays...
+        assert gone_id in keys  # ...and the sweep deleted nothing (the next one retries)
+        assert stats.get("kpod.agent.errors", **sweep_errors) == before + 1
+        del lat[lat.Key(gone_id)]
+        del lat[lat.Key(deep_id)]
+    finally:
+        for parent_fd in reversed(fds[:-1]):
+            os.close(fds.pop())
+            os.rmdir(name, dir_fd=parent_fd)
+        os.close(fds.pop())
