@@ -10,6 +10,8 @@ the samples, the order of each sample's three operations, and where the reads' w
 
 from __future__ import annotations
 
+import itertools
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -56,7 +58,7 @@ def test_every_read_is_a_consistent_histogram(samples: list[tuple[int, list[int]
         assert low - 1e-9 <= p.sum
         if not p.bucket_counts[-1]:
             assert p.sum <= high + 1e-9
-    for before, after in zip(points, points[1:], strict=False):
+    for before, after in itertools.pairwise(points):
         assert after.count >= before.count
         assert all(a >= b for a, b in zip(after.bucket_counts, before.bucket_counts, strict=True))
         assert after.sum >= before.sum

@@ -11,7 +11,6 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from kpod_otel.collector import Collector, CollectorSnapshot, HistogramPoint, InstrumentKind, InstrumentSpec
 from kpod_otel.model import ContainerTarget, Target
 
-
 # The scripted pods "were created" an hour before the tests run: their counters count from then.
 POD_CREATED_NS = time.time_ns() - 3600 * 1_000_000_000
 
