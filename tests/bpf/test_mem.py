@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
 from pathlib import Path
 
 from kpod_otel.collectors.mem_bpf import MAJOR_FAULTS, OOM_KILLS, MemoryBpfCollector
+from kpod_otel.export.pipeline import MetricsPipeline
+from kpod_otel.selfmetrics import AgentStats
 from tests.bpf.conftest import CgroupFactory, Workload, target_for, value
 from tests.conftest import host_needs_v1
+from tests.series_rules import SeriesChecker
 
 V1_MEMORY = Path("/sys/fs/cgroup/memory")
 
@@ -99,3 +103,41 @@ def test_major_faults_match_memory_stat(mem_collector: MemoryBpfCollector, cgrou
     assert truth_a >= 1000  # 2048 pages, read one fault at a time
     assert value(snap, ta, MAJOR_FAULTS) == truth_a
     assert value(snap, tb, MAJOR_FAULTS) == truth_b
+
+
+def test_first_oom_kill_is_a_step_from_zero(mem_collector: MemoryBpfCollector, cgroups: CgroupFactory) -> None:
+    """Through the pipeline: the container is exported with 0 OOM kills from the first cycle (its map has
+    no entry yet), then 1 under the same start time once the kernel killed its process."""
+    host_needs_v1("memory")
+    a = cgroups.make("oom0-a")
+    mem = cgroups.make("oom0-mem", V1_MEMORY)
+    (mem.path / "memory.limit_in_bytes").write_text(str(64 << 20))
+    (mem.path / "memory.swappiness").write_text("0")
+    ta = target_for("a", a)
+    stats = AgentStats()
+    pipeline = MetricsPipeline([mem_collector], {"service.name": "kpod-otel"}, stats)  # not closed: shared
+    checker = SeriesChecker()
+
+    def oom_points() -> list[tuple[int, int | float, int]]:
+        result = pipeline.collect([ta])
+        checker.feed(result.request)
+        target = result.target(ta.key)
+        assert target is not None
+        return [(p.start_ns, p.value, p.flags) for p in target.numbers(OOM_KILLS)]
+
+    before = [oom_points(), oom_points()]
+    hog = Workload(HOG)
+    try:
+        a.add(hog.pid)
+        mem.add(hog.pid)
+        hog.start()
+        assert hog.proc.wait(timeout=60) == -9  # SIGKILL from the OOM killer
+        truth = v1_oom_kills(mem.path)
+    finally:
+        hog.stop()
+    after = oom_points()
+    assert truth == 1
+    start = before[0][0][0]
+    assert before == [[(start, 0, 0)], [(start, 0, 0)]]
+    assert after == [(start, 1, 0)]
+    assert start <= time.time_ns() and not checker.violations, checker.violations
