@@ -55,6 +55,7 @@ from tests.e2e.node import Node, NodePod
 from tests.fakes.k8s import NODE, FakeCluster, FakeServer, make_pod
 from tests.fakes.otlp import OtlpReceiver
 from tests.fakes.tls import TestCA
+from tests.series_rules import NO_RECORDED_VALUE, SeriesChecker
 from tests.test_e2e_discovery import TOKEN, kubeconfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -451,10 +452,18 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         after_delete = cycles_until_gone(t_delete)
         with_worker = [x for x in after_delete if worker.uid in x.resources]
         assert all(worker.uid not in x.resources for x in after_delete[-2:]), "the deleted pod stays"
-        # its final cycle (and, at most, one more that started before the watch event arrived), first
-        assert 1 <= len(with_worker) <= 2 and after_delete[:len(with_worker)] == with_worker
-        assert number(with_worker[-1].pod(worker.uid), "kpod.net.tcp.bytes.sent",
+        # its final cycle (and, at most, one more that started before the watch event arrived), then one
+        # cycle that ends every series of it (NO_RECORDED_VALUE, once), first
+        assert 2 <= len(with_worker) <= 3 and after_delete[:len(with_worker)] == with_worker
+        *with_values, ended = with_worker
+        assert number(with_values[-1].pod(worker.uid), "kpod.net.tcp.bytes.sent",
                       **container_attrs(worker, "main")) == sent
+        ended_flags = [dp.flags for metric, m in ended.pod(worker.uid).items() if metric != "resource"
+                       for dp in getattr(m, m.WhichOneof("data")).data_points]
+        series_before = sum(len(getattr(m, m.WhichOneof("data")).data_points)
+                            for metric, m in with_values[-1].pod(worker.uid).items() if metric != "resource")
+        assert ended_flags and set(ended_flags) == {NO_RECORDED_VALUE}, ended_flags
+        assert len(ended_flags) == series_before  # every series of the pod ended, once each
         t_removed = time.time_ns()
         node.delete_pod(worker)
         after_removal = cycles_until_gone(t_removed)[:2]
@@ -482,6 +491,13 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
                         continue
                     for a, _ in points(res, metric):
                         assert a.get("container.id") not in dns_ids
+
+        # --- every exported request, in order, follows the data model's rules ------------------------
+        checker = SeriesChecker()
+        for item in receiver.received:
+            checker.feed(item.request)
+        assert not checker.violations, checker.violations[:20]
+        assert checker.flagged >= len(ended_flags)
 
         log_text = (tmp_path / "agent.log").read_text()
         assert TOKEN not in log_text
