@@ -29,7 +29,7 @@ from opentelemetry.proto.metrics.v1 import metrics_pb2 as pb
 
 from kpod_otel.catalog import InstrumentKind, InstrumentSpec
 from kpod_otel.model import AttrValue
-from kpod_otel.points import AttrKey, HistogramDataPoint, NumberPoint, TargetPoints
+from kpod_otel.points import AttrKey, HistogramDataPoint, HistogramPoints, NumberPoints, TargetPoints
 
 CUMULATIVE = pb.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
 
@@ -173,47 +173,48 @@ class ResourceEncoder:
         metrics: list[bytes] = []
         points = 0
         for mp in target.metrics.values():
-            if not mp.points:
+            n = len(mp)
+            if not n:
                 continue
-            if mp.spec.kind is InstrumentKind.HISTOGRAM:
-                metrics.append(self._histograms(mp.spec, mp.points))  # type: ignore[arg-type]
+            if isinstance(mp, HistogramPoints):
+                metrics.append(self._histograms(mp.spec, mp.points))
             else:
-                metrics.append(self._numbers(mp.spec, mp.points))  # type: ignore[arg-type]
-            points += len(mp.points)
+                metrics.append(self._numbers(mp))
+            points += n
         if not metrics:
             return None
         rm = (field(_RM_RESOURCE, self._attrs.get(_RESOURCE_ATTRIBUTES, tuple(target.resource.items())))
               + field(_RM_SCOPE_METRICS, self._scope + b"".join(metrics)))
         return EncodedResource(field(_REQ_RESOURCE_METRICS, rm), points, len(rm))
 
-    def _numbers(self, spec: InstrumentSpec, points: Sequence[NumberPoint]) -> bytes:
+    def _numbers(self, mp: NumberPoints) -> bytes:
+        spec = mp.spec
         gauge = spec.kind is InstrumentKind.GAUGE
         attrs = self._attrs.get
         int_pack, double_pack, u64 = _I64.pack, _F64.pack, _U64.pack
         now_time = _NDP_TIME + u64(self.time_ns)
         starts: dict[int, bytes] = {}
         parts: list[bytes] = []
-        for p in points:
+        for attributes, start, value, flags in zip(mp.attributes, mp.starts, mp.values, mp.flags, strict=True):
             if gauge:
                 times = now_time
             else:
-                times = starts.get(p.start_ns)  # type: ignore[assignment]
+                times = starts.get(start)  # type: ignore[assignment]
                 if times is None:
-                    times = starts[p.start_ns] = _NDP_START + u64(p.start_ns) + now_time
-            if p.flags:
-                body = attrs(_NDP_ATTRIBUTES, p.attributes) + times + _NDP_FLAGS + varint(p.flags)
+                    times = starts[start] = _NDP_START + u64(start) + now_time
+            if flags:
+                body = attrs(_NDP_ATTRIBUTES, attributes) + times + _NDP_FLAGS + varint(flags)
             else:
-                value = p.value
-                body = attrs(_NDP_ATTRIBUTES, p.attributes) + times + (
-                    _NDP_INT + int_pack(value) if isinstance(value, int) else _NDP_DOUBLE + double_pack(value))
+                body = attrs(_NDP_ATTRIBUTES, attributes) + times + (
+                    _NDP_INT + int_pack(value) if value.__class__ is int else _NDP_DOUBLE + double_pack(value))
             parts.append(_DATA_POINTS + varint(len(body)) + body)
         if gauge:
             data = field(_M_GAUGE, b"".join(parts))
         else:
-            flags = _TEMPORALITY + _CUMULATIVE_VARINT
+            temporality = _TEMPORALITY + _CUMULATIVE_VARINT
             if spec.kind is InstrumentKind.COUNTER:
-                flags += _MONOTONIC_TRUE
-            data = field(_M_SUM, b"".join(parts) + flags)
+                temporality += _MONOTONIC_TRUE
+            data = field(_M_SUM, b"".join(parts) + temporality)
         return field(_SM_METRICS, self._head(spec) + data)
 
     def _histograms(self, spec: InstrumentSpec, points: Sequence[HistogramDataPoint]) -> bytes:

@@ -171,15 +171,16 @@ class MetricsPipeline:
         """0 for every container the collector measures but whose source has no entry yet, so the first
         event is a visible 0 -> 1 step (rate(), increase(), delta conversion)."""
         for target in targets:
-            containers = [c for c in target.containers if collector.first_event_zeros(c)]
-            if not containers:
+            wanted = [(frozenset(a.items()), a) for a in (dict(sorted(c.attributes().items()))
+                                                           for c in target.containers
+                                                           if collector.first_event_zeros(c))]
+            if not wanted:
                 continue
             by_metric = snapshot.points.get(target.key, {})
             for name in metrics:
                 present = {frozenset(o.attributes.items()) for o in by_metric.get(name, ())}
-                for c in containers:
-                    attrs = dict(sorted(c.attributes().items()))
-                    if frozenset(attrs.items()) not in present:
+                for k, attrs in wanted:
+                    if k not in present:
                         snapshot.add(target.key, name, 0, attrs)
 
     def _collect_one(self, collector: Collector, targets: Sequence[Target]) -> CollectorSnapshot | None:

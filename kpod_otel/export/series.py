@@ -24,6 +24,7 @@ conversion needs too: the previous reported value is `last - offset`, the previo
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -34,8 +35,8 @@ from kpod_otel.points import (
     NO_RECORDED_VALUE,
     AttrKey,
     HistogramDataPoint,
-    MetricPoints,
-    NumberPoint,
+    HistogramPoints,
+    NumberPoints,
     TargetPoints,
 )
 
@@ -48,9 +49,10 @@ _COUNTER, _UP_DOWN, _GAUGE, _HISTOGRAM = (InstrumentKind.COUNTER, InstrumentKind
 
 
 class _Number:
-    __slots__ = ("last", "last_ns", "offset", "source", "start_ns")
+    __slots__ = ("attrs", "last", "last_ns", "offset", "source", "start_ns")
 
     def __init__(self, start_ns: int, offset: int | float, last: int | float, last_ns: int, source: int) -> None:
+        self.attrs: AttrKey = ()  # the series' key, kept: points refer to it instead of a fresh copy
         self.start_ns = start_ns
         self.offset = offset
         self.last = last
@@ -77,6 +79,8 @@ class _TargetState:
     resource: Mapping[str, AttrValue]
     numbers: dict[str, dict[AttrKey, _Number]] = field(default_factory=dict)
     histograms: dict[str, dict[AttrKey, _Histogram]] = field(default_factory=dict)
+    series: int = 0  # how many series `numbers` and `histograms` hold
+    seen: int = 0  # how many of them were reported this cycle (all: nothing ends, no need to look)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +115,7 @@ class SeriesTracker:
 
     @property
     def series(self) -> int:
-        return sum(sum(len(s) for s in t.numbers.values()) + sum(len(s) for s in t.histograms.values())
-                   for t in self._targets.values())
+        return sum(t.series for t in self._targets.values())
 
     def cycle(self, now_ns: int, live: Mapping[str, Mapping[str, AttrValue]], inputs: Sequence[SourceInput],
               problem: ProblemHook) -> tuple[list[TargetPoints], list[str]]:
@@ -130,6 +133,7 @@ class SeriesTracker:
                 self._targets[key] = _TargetState(resource)
             else:
                 state.resource = resource
+                state.seen = 0
             out[key] = TargetPoints(key, resource)
         dropped: list[str] = []
         failed: set[int] = set()
@@ -188,28 +192,34 @@ class SeriesTracker:
         series = state.numbers.get(name)
         if series is None:
             series = state.numbers[name] = {}
-        kind = spec.kind
-        points: list[NumberPoint] = []
+        out = target.metrics.get(name)
+        if not isinstance(out, NumberPoints):
+            out = target.metrics[name] = NumberPoints(spec)
+        counter = spec.kind is _COUNTER
+        source = inp.source
+        get = series.get
+        attributes, starts = out.attributes.append, out.starts.append
+        values, flags = out.values.append, out.flags.append
         for obs in observations:
             value = obs.value
-            if not isinstance(value, (int, float)):
+            if value.__class__ is not int and value.__class__ is not float:
                 raise TypeError(f"value {value!r} is not a number")
             attrs = tuple(obs.attributes.items())
-            s = series.get(attrs)
+            s = get(attrs)
             if s is None:
-                s = series[attrs] = self._new_number(now_ns, key, name, attrs, kind, value, inp)
+                s = series[attrs] = self._new_number(now_ns, key, name, attrs, spec.kind, value, inp)
+                s.attrs = attrs
+                state.series += 1
             elif s.last_ns == now_ns:
                 continue  # reported twice in one cycle (two collectors): the first one counts
-            elif kind is _COUNTER and value < s.last:  # a reset: a new series since the last observation
+            elif counter and value < s.last:  # a reset: a new series since the last observation
                 s.start_ns, s.offset = s.last_ns, 0
-            s.last, s.last_ns, s.source = value, now_ns, inp.source
-            points.append(NumberPoint(attrs, s.start_ns, value - s.offset))
-        if points:
-            existing = target.metrics.get(name)
-            if existing is None:
-                target.metrics[name] = MetricPoints(spec, points)
-            else:
-                existing.points.extend(points)  # type: ignore[arg-type]
+            s.last, s.last_ns, s.source = value, now_ns, source
+            state.seen += 1
+            attributes(s.attrs)
+            starts(s.start_ns)
+            values(value - s.offset)
+            flags(0)
 
     def _new_number(self, now_ns: int, key: str, name: str, attrs: AttrKey, kind: InstrumentKind,
                     value: int | float, inp: SourceInput) -> _Number:
@@ -257,57 +267,61 @@ class SeriesTracker:
             else:
                 s = _Histogram(origin, h.bounds, None, 0.0, counts, now_ns, inp.source)
             series[attrs] = s
+            state.series += 1
         elif s.last_ns == now_ns:
             return
-        elif s.bounds != h.bounds or any(c < p for c, p in zip(counts, s.last, strict=True)):
+        elif s.bounds != h.bounds or (counts != s.last and not all(map(operator.ge, counts, s.last))):
             s.start_ns, s.bounds, s.offset, s.offset_sum = s.last_ns, h.bounds, None, 0.0
         s.last, s.last_ns, s.source = counts, now_ns, inp.source
+        state.seen += 1
         total = h.sum
         if s.offset is not None:
             counts = tuple(c - o for c, o in zip(counts, s.offset, strict=True))
             total = max(0.0, total - s.offset_sum)
-        point = HistogramDataPoint(attrs, s.start_ns, h.bounds, counts, total, sum(counts))
-        existing = target.metrics.get(name)
-        if existing is None:
-            target.metrics[name] = MetricPoints(spec, [point])
-        else:
-            existing.points.append(point)  # type: ignore[arg-type]
+        out = target.metrics.get(name)
+        if not isinstance(out, HistogramPoints):
+            out = target.metrics[name] = HistogramPoints(spec)
+        out.points.append(HistogramDataPoint(attrs, s.start_ns, h.bounds, counts, total, sum(counts)))
 
     # --- end of series ------------------------------------------------------------------------------
 
     def _end(self, now_ns: int, key: str, state: _TargetState, target: TargetPoints, failed: set[int] | None) -> None:
         """Flag and forget the series of `state` not seen this cycle (all of them when `failed` is None:
         the target is gone)."""
+        if failed is not None and state.seen == state.series:
+            return
+        emptied = False
         for name, series in state.numbers.items():
             gone = [a for a, s in series.items()
                     if s.last_ns != now_ns and (failed is None or s.source not in failed)]
             if not gone:
                 continue
-            spec = self._specs[name]
-            flagged = [NumberPoint(a, series.pop(a).start_ns, 0, NO_RECORDED_VALUE) for a in gone]
+            out = target.metrics.get(name)
+            if not isinstance(out, NumberPoints):
+                out = target.metrics[name] = NumberPoints(self._specs[name])
+            for a in gone:
+                out.add(a, series.pop(a).start_ns, 0, NO_RECORDED_VALUE)
+            state.series -= len(gone)
             if failed is not None:  # (a whole target is remembered by its key)
                 self._remember(key, name, gone)
-            existing = target.metrics.get(name)
-            if existing is None:
-                target.metrics[name] = MetricPoints(spec, flagged)
-            else:
-                existing.points.extend(flagged)  # type: ignore[arg-type]
+            emptied = emptied or not series
         for name, hseries in state.histograms.items():
             gone = [a for a, s in hseries.items()
                     if s.last_ns != now_ns and (failed is None or s.source not in failed)]
             if not gone:
                 continue
-            hflagged = [HistogramDataPoint(a, hseries.pop(a).start_ns, (), (), 0.0, 0, NO_RECORDED_VALUE)
-                        for a in gone]
+            hout = target.metrics.get(name)
+            if not isinstance(hout, HistogramPoints):
+                hout = target.metrics[name] = HistogramPoints(self._specs[name])
+            for a in gone:
+                hout.points.append(HistogramDataPoint(a, hseries.pop(a).start_ns, (), (), 0.0, 0, NO_RECORDED_VALUE))
+            state.series -= len(gone)
             if failed is not None:
                 self._remember(key, name, gone)
-            hexisting = target.metrics.get(name)
-            if hexisting is None:
-                target.metrics[name] = MetricPoints(self._specs[name], hflagged)
-            else:
-                hexisting.points.extend(hflagged)  # type: ignore[arg-type]
-        state.numbers = {n: s for n, s in state.numbers.items() if s}
-        state.histograms = {n: s for n, s in state.histograms.items() if s}
+            emptied = emptied or not hseries
+        if emptied:
+            state.numbers = {n: s for n, s in state.numbers.items() if s}
+            state.histograms = {n: s for n, s in state.histograms.items() if s}
 
     def _remember(self, key: str, name: str, gone: Iterable[AttrKey]) -> None:
         self._ended.update((key, name, a) for a in gone)
