@@ -250,7 +250,8 @@ def _print_now(text: str) -> None:
     sys.stdout.flush()
 
 
-def build_agent(config: Config, console: bool, export: bool) -> Assembled:
+def build_agent(config: Config, console: bool, export: bool, unknown_origin_ns: int | None = None) -> Assembled:
+    """`unknown_origin_ns`: see MetricsPipeline (`snapshot` passes the boot time)."""
     stats = AgentStats()
     fs = cgroup_fs(config)
     pipeline = MetricsPipeline(
@@ -261,6 +262,7 @@ def build_agent(config: Config, console: bool, export: bool) -> Assembled:
             **env_resource_attributes(),
             **({"k8s.cluster.name": config.cluster_name} if config.cluster_name else {}),
         },
+        unknown_origin_ns=unknown_origin_ns,
     )
     provider = build_provider(config, stats, local_factory=lambda: local_provider(config, fs))
     source = DiscoveryTargetSource(provider, pod_mapper(config, fs, stats).map, config.filter)

@@ -114,12 +114,24 @@ def _wait_for_signal() -> None:
     stop.wait()
 
 
+def _boot_time_ns() -> int | None:
+    from kpod_otel.procfs.parsers import parse_boot_time
+
+    try:
+        with open("/proc/stat") as f:
+            return parse_boot_time(f.read())
+    except OSError:
+        return None
+
+
 def cmd_snapshot(config: Config, fmt: str, interval: float) -> int:
     from kpod_otel.assembly import build_agent
     from kpod_otel.console import TableRenderer
     from kpod_otel.export.otlp_json import to_otlp_json
 
-    assembled = build_agent(config, console=False, export=False)
+    # One read, no history: series whose creation is unknown start at the boot (a baseline would
+    # show 0 for every counter).
+    assembled = build_agent(config, console=False, export=False, unknown_origin_ns=_boot_time_ns())
     assembled.start(serve_health=False)
     try:
         pipeline, source = assembled.pipeline, assembled.source

@@ -85,8 +85,14 @@ class MetricsPipeline:
         agent_resource: Mapping[str, AttrValue],
         stats: AgentStats,
         common_attributes: Mapping[str, AttrValue] | None = None,
+        unknown_origin_ns: int | None = None,
     ) -> None:
+        """`unknown_origin_ns`: the start of a series whose collector knows no origin for its target.
+        None (the agent): the first observation is its baseline. `snapshot`, which reads once and has
+        no history, passes the boot time, a lower bound of every kernel object's creation, so it shows
+        the kernel's totals."""
         self._collectors = list(collectors)
+        self._unknown_origin_ns = unknown_origin_ns
         self._stats = stats
         self._common = dict(common_attributes or {})
         self._agent_resource = dict(agent_resource)
@@ -156,12 +162,16 @@ class MetricsPipeline:
 
     def _origin(self, collector: Collector, by_key: Mapping[str, Target]) -> Callable[[str], int | None]:
         agent_start = self._stats.started_ns
+        fallback = self._unknown_origin_ns
 
         def origin(key: str) -> int | None:
             if key == AGENT_TARGET_KEY:
                 return agent_start  # the agent's counters count since its stats were created
             target = by_key.get(key)
-            return collector.origin_ns(target) if target is not None else None
+            if target is None:
+                return None
+            known = collector.origin_ns(target)
+            return known if known is not None else fallback
 
         return origin
 

@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -355,3 +356,15 @@ def test_mountinfo_round_trip(point: str, fstype: str) -> None:
     line = f"41 31 0:38 / {escaped} rw,relatime shared:9 - {fstype} src rw\n"
     (m,) = parse_mountinfo(line).mounts
     assert m.mount_point == point and m.fs_type == fstype
+
+
+def test_parse_boot_time() -> None:
+    from kpod_otel.procfs.parsers import parse_boot_time
+
+    assert parse_boot_time("cpu  1 2 3\nintr 5\nbtime 1795940000\nprocesses 9\n") == 1795940000 * 10**9
+    assert parse_boot_time("cpu  1 2 3\n") is None
+    with open("/proc/stat") as f:
+        boot = parse_boot_time(f.read())
+    with open("/proc/uptime") as f:  # the kernel's own uptime: boot = now - uptime, to the second
+        uptime_s = float(f.read().split()[0])
+    assert boot is not None and abs(boot / 1e9 - (time.time() - uptime_s)) < 2
