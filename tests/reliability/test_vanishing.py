@@ -7,11 +7,13 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 from kpod_otel.assembly import build_collectors, cgroup_fs, pod_mapper
 from kpod_otel.config import BpfConfig, CgroupConfig, Config, Profile
 from kpod_otel.export.pipeline import MetricsPipeline
 from kpod_otel.model import ContainerInfo, PodInfo
+from kpod_otel.points import NO_RECORDED_VALUE
 from kpod_otel.selfmetrics import AgentStats
 from tests.cgroup.conftest import CGROUP_ROOT, HIERARCHIES, CgroupTree, random_container_id, random_uid
 from tests.export.helpers import by_resource
@@ -52,6 +54,12 @@ def metric_names(request_entry: dict[str, object]) -> set[str]:
     return {k for k in request_entry if k != "resource"}
 
 
+def valued_metric_names(request_entry: dict[str, Any]) -> set[str]:
+    """Metrics with at least one point that carries a value (not an end-of-series marker)."""
+    return {k for k, m in request_entry.items() if k != "resource"
+            and any(not dp.flags & NO_RECORDED_VALUE for dp in getattr(m, m.WhichOneof("data")).data_points)}
+
+
 def errors_total(stats: AgentStats) -> float:
     return stats.total("kpod.agent.errors")
 
@@ -86,8 +94,10 @@ def test_pod_vanishing_mid_cycle_affects_only_its_points(cgroup_tree: CgroupTree
     second = by_resource([pipeline.collect(targets).request])
 
     assert metric_names(second[a.uid]) == metric_names(first[a.uid])  # the other pod is whole
-    b_names = metric_names(second.get(b.uid, {"resource": {}}))
-    assert b_names < metric_names(first[b.uid])  # the vanished pod lost its points this cycle
+    b_entry = second.get(b.uid, {"resource": {}})
+    # the vanished pod lost its points this cycle; the series it could not read end (flagged points)
+    assert valued_metric_names(b_entry) < metric_names(first[b.uid])
+    assert metric_names(b_entry) - valued_metric_names(b_entry), "no end-of-series marker"
     by_kind = {(at["kpod.component"], at["error.type"]): v for name, at, v in stats.items()
                if name == "kpod.agent.errors"}
     assert errors_total(stats) > errors_before, by_kind
