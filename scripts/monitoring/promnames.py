@@ -47,7 +47,8 @@ _NOT_LABEL_CHAR = re.compile(r"[^a-zA-Z0-9_]")
 POD_RESOURCE_ATTRIBUTES = ("k8s.cluster.name", "k8s.node.name", "k8s.namespace.name", "k8s.pod.name",
                            "k8s.pod.uid")
 CONTAINER_ATTRIBUTES = ("k8s.container.name", "container.id")
-AGENT_RESOURCE_ATTRIBUTES = ("service.name", "service.version", "k8s.node.name", "k8s.cluster.name")
+AGENT_RESOURCE_ATTRIBUTES = ("service.name", "service.version", "service.instance.id", "k8s.node.name",
+                             "k8s.cluster.name")
 SCOPE_LABELS = ("otel_scope_name", "otel_scope_version", "otel_scope_schema_url")
 JOB_LABELS = ("job", "instance")  # from service.name / service.instance.id (the agent's Resource only)
 BUCKET_LABEL = "le"
