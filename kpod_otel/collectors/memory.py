@@ -21,7 +21,7 @@ from kpod_otel.cgroup.fs import CgroupFS
 from kpod_otel.cgroup.problems import ErrorCounter, ProblemLog
 from kpod_otel.collector import Collector, CollectorSnapshot, InstrumentSpec
 from kpod_otel.collectors.mem_bpf import MAJOR_FAULTS, OOM_KILLS, MemoryBpfCollector
-from kpod_otel.model import Target
+from kpod_otel.model import ContainerTarget, Target
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,11 @@ class MemoryCollector(Collector):
                     snap.add(target.key, MAJOR_FAULTS, stat.major_faults, attrs)
         self._files.problems.prune(t.key for t in targets)
         return snap
+
+    def first_event_zeros(self, container: ContainerTarget) -> bool:
+        """The containers eBPF serves have no map entry before their first event (origin_ns stays the
+        default, the pod's creation: no later than the files' or the program's first count)."""
+        return self._ebpf is not None and self.ebpf_loaded and self._ebpf.first_event_zeros(container)
 
     def close(self) -> None:
         if self._ebpf is not None:

@@ -188,6 +188,6 @@ def parse_boot_time(stat_text: str) -> int | None:
     """`btime` of /proc/stat (seconds since the epoch, the system's boot) -> ns; None when absent."""
     for line in stat_text.splitlines():
         if line.startswith("btime "):
-            seconds = _uint(line[6:].strip())
+            seconds = parse_uint(line[6:].strip())
             return None if seconds is None else seconds * 1_000_000_000
     return None
