@@ -41,6 +41,8 @@ from kpod_otel.export.exporter import OtlpExporter
 from kpod_otel.export.otlp_settings import SettingsError, settings_from_env
 from kpod_otel.export.pipeline import MetricsPipeline
 from kpod_otel.export.resources import agent_resource_attributes, env_resource_attributes
+from kpod_otel.export.selection import MetricsExporter, exporters_from_env
+from kpod_otel.export.temporality import preference_from_env
 from kpod_otel.health import start_health_server
 from kpod_otel.model import PodInfo, Target
 from kpod_otel.selfmetrics import AgentStats, SelfMetricsCollector
@@ -250,8 +252,37 @@ def _print_now(text: str) -> None:
     sys.stdout.flush()
 
 
+def build_sinks(exporters: frozenset[MetricsExporter], console: bool, stats: AgentStats) -> list[CycleSink]:
+    """Where each cycle goes: the exporters OTEL_METRICS_EXPORTER selected (none: nowhere, the agent
+    still collects), then the `--console` table."""
+    sinks: list[CycleSink] = []
+    if MetricsExporter.OTLP in exporters:
+        try:
+            settings = settings_from_env(os.environ)
+        except SettingsError as exc:
+            raise ConfigError(str(exc)) from None
+        log.info("exporting OTLP to %s", settings.describe())
+        sinks.append(OtlpExporter(settings, stats))
+    if MetricsExporter.CONSOLE in exporters:
+        from kpod_otel.export.otlp_json import OtlpJsonPrinter
+
+        log.info("OTEL_METRICS_EXPORTER=console: printing each cycle to stdout as OTLP/JSON")
+        sinks.append(OtlpJsonPrinter(_print_now))
+    if console:
+        from kpod_otel.console import TableRenderer
+
+        sinks.append(TableRenderer(_print_now))
+    return sinks
+
+
 def build_agent(config: Config, console: bool, export: bool, unknown_origin_ns: int | None = None) -> Assembled:
-    """`unknown_origin_ns`: see MetricsPipeline (`snapshot` passes the boot time)."""
+    """`console`: print a table every cycle; `export`: deliver to what OTEL_METRICS_EXPORTER selects;
+    `unknown_origin_ns`: see MetricsPipeline (`snapshot` passes the boot time)."""
+    try:
+        exporters = exporters_from_env(os.environ)
+        temporality = preference_from_env(os.environ)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     stats = AgentStats()
     fs = cgroup_fs(config)
     pipeline = MetricsPipeline(
@@ -263,21 +294,13 @@ def build_agent(config: Config, console: bool, export: bool, unknown_origin_ns: 
             **({"k8s.cluster.name": config.cluster_name} if config.cluster_name else {}),
         },
         unknown_origin_ns=unknown_origin_ns,
+        temporality=temporality,
     )
     provider = build_provider(config, stats, local_factory=lambda: local_provider(config, fs))
     source = DiscoveryTargetSource(provider, pod_mapper(config, fs, stats).map, config.filter)
-    sinks: list[CycleSink] = []
-    if export:
-        try:
-            settings = settings_from_env(os.environ)
-        except SettingsError as exc:
-            raise ConfigError(str(exc)) from None
-        log.info("exporting OTLP to %s", settings.describe())
-        sinks.append(OtlpExporter(settings, stats))
-    if console:
-        from kpod_otel.console import TableRenderer
-
-        sinks.append(TableRenderer(_print_now))
+    if export and not exporters:
+        log.info("OTEL_METRICS_EXPORTER=none: collecting every cycle, sending nothing")
+    sinks = build_sinks(exporters if export else frozenset(), console, stats)
     export_timeout = _env_ms("OTEL_METRIC_EXPORT_TIMEOUT", DEFAULT_EXPORT_TIMEOUT_MS) / 1000.0
     agent = Agent(source, pipeline, sinks, stats, interval_seconds(config), export_timeout)
     return Assembled(agent, pipeline, source, stats, config)

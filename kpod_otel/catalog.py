@@ -58,6 +58,11 @@ class MetricDef:
     # A counter whose first increment is the whole signal (an OOM kill, a retransmit): exported as 0 for
     # every known container from the first cycle, so that rate()/increase() see the 0 -> 1 step.
     first_event: bool = False
+    # The instrument kind in SDK terms, for OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE=lowmemory
+    # (export/temporality.py): True for a counter the agent increments itself as things happen (a
+    # synchronous Counter); False for a total the kernel keeps and the agent reads (an asynchronous
+    # Counter: cgroup files, interface statistics, BPF maps). Histograms are synchronous by definition.
+    synchronous: bool = False
 
     @property
     def spec(self) -> InstrumentSpec:
@@ -157,24 +162,25 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("kpod.fs.available.bytes", G, "By", "Bytes available to unprivileged users on that filesystem",
               POD, "filesystem", _FS, _FS_ATTRS),
     # The agent itself
-    MetricDef("kpod.agent.cycles", C, "{cycle}", "Collection cycles run", AGENT, "agent", "the agent loop"),
+    MetricDef("kpod.agent.cycles", C, "{cycle}", "Collection cycles run", AGENT, "agent", "the agent loop",
+              synchronous=True),
     MetricDef("kpod.agent.collector.duration", G, "s", "Wall time of the last collect() per collector",
               AGENT, "agent", "the agent loop", ("kpod.collector",)),
     MetricDef("kpod.agent.cycle.duration", G, "s", "Wall time of the last collection+export cycle",
               AGENT, "agent", "the agent loop"),
     MetricDef("kpod.agent.errors", C, "{error}",
               "Errors by component and kind (parse, vanished, read, collect, export, discovery)",
-              AGENT, "agent", "every component", ("kpod.component", "error.type")),
+              AGENT, "agent", "every component", ("kpod.component", "error.type"), synchronous=True),
     MetricDef("kpod.agent.targets", G, "{pod}", "Targets (pods or local workloads) being measured",
               AGENT, "agent", "discovery"),
     MetricDef("kpod.agent.exports", C, "{export}", "OTLP exports attempted, by result",
-              AGENT, "agent", "the exporter", ("kpod.export.result",)),
+              AGENT, "agent", "the exporter", ("kpod.export.result",), synchronous=True),
     MetricDef("kpod.agent.export.points", G, "{point}", "Data points in the last export",
               AGENT, "agent", "the exporter"),
     MetricDef("kpod.agent.discovery.mode", G, "1", "1 for the discovery mode in use, 0 otherwise",
               AGENT, "agent", "discovery", ("kpod.discovery.mode",)),
     MetricDef("kpod.agent.discovery.mode.switches", C, "{switch}", "Discovery mode changes",
-              AGENT, "agent", "discovery", ("kpod.discovery.mode",)),
+              AGENT, "agent", "discovery", ("kpod.discovery.mode",), synchronous=True),
     MetricDef("kpod.agent.bpf.program.loaded", G, "1", "1 if the BPF program is loaded and attached",
               AGENT, "agent", "the BPF loader", _BPF_PROG),
     MetricDef("kpod.agent.bpf.map.entries", G, "{entry}", "Entries in a BPF map",

@@ -3,7 +3,9 @@
 Reads the cycle's structured points (never the encoded OTLP), and skips the agent's own Resource by its
 key. The columns come from the metric catalog: a counter whose first event is the signal (OOM kills,
 retransmits) shows its total, other counters a per-second rate, histograms their mean over the interval,
-gauges their value; a column appears once some target has a point of its metric.
+gauges their value; a column appears once some target has a point of its metric. Under DELTA temporality
+(OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE) a point already is the interval's count: the rate and
+the mean come from it alone, and a "total" column shows the last interval's count.
 """
 
 from __future__ import annotations
@@ -96,13 +98,14 @@ class TableRenderer:
         prev = self._previous
         self._previous = (at, current)
         cols = [c for c in COLUMNS if any(c.metric in row for row in current.values())]
+        delta = {name for t in result.targets for name, mp in t.metrics.items() if mp.delta}
         header = ["TARGET", *[c.header for c in cols]]
         rows = []
         for name in sorted(current):
             row = current[name]
             cells = [name[:60]]
             for c in cols:
-                cells.append(_fmt(self._cell(c, row, prev, name, at)))
+                cells.append(_fmt(self._cell(c, row, prev, name, at, c.metric in delta)))
             rows.append(cells)
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True))]
@@ -118,12 +121,17 @@ class TableRenderer:
         prev: tuple[float, dict[str, dict[str, tuple[float, float]]]] | None,
         name: str,
         at: float,
+        delta: bool,
     ) -> float | None:
         if c.metric not in row:
             return None
         total, count = row[c.metric]
         if c.kind == "value":
             return total * c.scale
+        if delta:  # the points count the interval since the previous cycle
+            if c.kind == "mean":
+                return total / count * c.scale if count else None
+            return total / (at - prev[0]) if prev is not None and at > prev[0] else None
         old = prev[1].get(name, {}).get(c.metric) if prev else None
         if c.kind == "mean":
             if old is not None and count > old[1]:

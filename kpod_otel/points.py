@@ -60,6 +60,9 @@ class NumberPoints:
     starts: list[int] = field(default_factory=list)
     values: list[int | float] = field(default_factory=list)
     flags: list[int] = field(default_factory=list)
+    # DELTA temporality (each point counts from the previous point of its series, its start time)
+    # instead of CUMULATIVE (export/temporality.py). Gauges: always False.
+    delta: bool = False
 
     def __len__(self) -> int:
         return len(self.values)
@@ -78,6 +81,7 @@ class NumberPoints:
 class HistogramPoints:
     spec: InstrumentSpec
     points: list[HistogramDataPoint] = field(default_factory=list)
+    delta: bool = False  # as NumberPoints.delta
 
     def __len__(self) -> int:
         return len(self.points)

@@ -13,9 +13,10 @@ opentelemetry/proto/metrics/v1/metrics.proto, by number, see the tag constants),
 parsed once by the protobuf runtime (upb, in C). Setting fields through the Python message API cost
 ~4 us per point (a message object per point, attribute messages copied into each point); writing
 bytes costs well under 1 us (bench/node_cycle.py). Every point carries its own start time and flags
-(NO_RECORDED_VALUE: a point without a value, ending its series). Attribute sets are serialized by the protobuf
-runtime itself (KeyValue.SerializeToString) and cached, so only the framing is hand-written; tests
-compare what a real receiver decodes.
+(NO_RECORDED_VALUE: a point without a value, ending its series); every sum and histogram carries its
+temporality (CUMULATIVE, or DELTA under OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE). Attribute
+sets are serialized by the protobuf runtime itself (KeyValue.SerializeToString) and cached, so only the
+framing is hand-written; tests compare what a real receiver decodes.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from kpod_otel.model import AttrValue
 from kpod_otel.points import AttrKey, HistogramDataPoint, HistogramPoints, NumberPoints, TargetPoints
 
 CUMULATIVE = pb.AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+DELTA = pb.AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
 # Tags: (field number << 3) | wire type (0 varint, 1 fixed64, 2 length-delimited).
 _REQ_RESOURCE_METRICS = b"\x0a"  # ExportMetricsServiceRequest.resource_metrics = 1
@@ -58,7 +60,7 @@ _HDP_FLAGS = b"\x50"  # HistogramDataPoint.flags = 10 (varint)
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _F64 = struct.Struct("<d")
-_CUMULATIVE_VARINT = bytes([CUMULATIVE])
+_TEMPORALITIES = {False: _TEMPORALITY + bytes([CUMULATIVE]), True: _TEMPORALITY + bytes([DELTA])}
 
 
 def varint(n: int) -> bytes:
@@ -177,7 +179,7 @@ class ResourceEncoder:
             if not n:
                 continue
             if isinstance(mp, HistogramPoints):
-                metrics.append(self._histograms(mp.spec, mp.points))
+                metrics.append(self._histograms(mp.spec, mp.points, mp.delta))
             else:
                 metrics.append(self._numbers(mp))
             points += n
@@ -211,13 +213,13 @@ class ResourceEncoder:
         if gauge:
             data = field(_M_GAUGE, b"".join(parts))
         else:
-            temporality = _TEMPORALITY + _CUMULATIVE_VARINT
+            temporality = _TEMPORALITIES[mp.delta]
             if spec.kind is InstrumentKind.COUNTER:
                 temporality += _MONOTONIC_TRUE
             data = field(_M_SUM, b"".join(parts) + temporality)
         return field(_SM_METRICS, self._head(spec) + data)
 
-    def _histograms(self, spec: InstrumentSpec, points: Sequence[HistogramDataPoint]) -> bytes:
+    def _histograms(self, spec: InstrumentSpec, points: Sequence[HistogramDataPoint], delta: bool) -> bytes:
         now_time = _HDP_TIME + _U64.pack(self.time_ns)
         parts: list[bytes] = []
         for h in points:
@@ -232,5 +234,5 @@ class ResourceEncoder:
                 body = (head + _HDP_COUNT + _U64.pack(h.count) + _HDP_SUM + _F64.pack(h.sum)
                         + field(_HDP_BUCKETS, struct.pack(f"<{len(h.bucket_counts)}Q", *h.bucket_counts)) + bounds)
             parts.append(_DATA_POINTS + varint(len(body)) + body)
-        data = field(_M_HISTOGRAM, b"".join(parts) + _TEMPORALITY + _CUMULATIVE_VARINT)
+        data = field(_M_HISTOGRAM, b"".join(parts) + _TEMPORALITIES[delta])
         return field(_SM_METRICS, self._head(spec) + data)

@@ -22,6 +22,7 @@ from kpod_otel.catalog import CATALOG, Level
 from kpod_otel.collector import AGENT_TARGET_KEY, Collector, CollectorSnapshot, InstrumentSpec
 from kpod_otel.export.encoder import AttributeCache, EncodedResource, ResourceEncoder, join_request
 from kpod_otel.export.series import SeriesTracker, SourceInput
+from kpod_otel.export.temporality import TemporalityPreference, delta_metrics
 from kpod_otel.model import AttrValue, Target
 from kpod_otel.points import TargetPoints
 from kpod_otel.selfmetrics import AgentStats
@@ -86,6 +87,7 @@ class MetricsPipeline:
         stats: AgentStats,
         common_attributes: Mapping[str, AttrValue] | None = None,
         unknown_origin_ns: int | None = None,
+        temporality: TemporalityPreference = TemporalityPreference.CUMULATIVE,
     ) -> None:
         """`unknown_origin_ns`: the start of a series whose collector knows no origin for its target.
         None (the agent): the first observation is its baseline. `snapshot`, which reads once and has
@@ -112,7 +114,9 @@ class MetricsPipeline:
                 if entry is not None and entry.first_event and entry.level is Level.CONTAINER:
                     names.append(spec.name)
             self._first_event.append(tuple(names))
-        self._series = SeriesTracker(self._specs)
+        # A delta series starts no earlier than this process (export/series.py says why).
+        self._series = SeriesTracker(self._specs, delta_metrics(temporality, self._specs.values()),
+                                     delta_since_ns=stats.started_ns)
         self._warned_undeclared: set[str] = set()
         self._warned_targets: set[str] = set()
         self._attributes = AttributeCache()  # encoded attribute sets, forgotten one cycle after last use

@@ -17,9 +17,19 @@ last raw value and when it was seen, and an offset (the baseline subtracted from
   A series that comes back within `ENDED_MEMORY_CYCLES` cycles of its end restarts with a baseline, so
   it never continues under the start time its end marker closed.
 - **Histograms.** count == sum(bucket_counts) on every point, whatever the source sent.
+- **Delta** (the metrics in `delta`, export/temporality.py). Each point counts what happened since the
+  previous point of its series, and starts at that point's time: the points of a series are contiguous
+  and add up exactly to the change of the source's value. The first point of a series counts from its
+  start (as above); a reset starts the next point at the previous observation, with the value counted
+  since (never a negative delta); an end marker starts at the series' last point. One more rule: a
+  delta series never starts before `delta_since_ns` (the agent's start). A cumulative point restates a
+  total under its start time, so a restarted agent may repeat it; a delta point is added up by the
+  backend, and what happened before this process started may already have been sent by its
+  predecessor: such a series starts with a baseline.
 
-What is kept per series (start, offset, last raw value, time of the last observation) is what a delta
-conversion needs too: the previous reported value is `last - offset`, the previous time `last_ns`.
+What is kept per series (start, offset, last raw value, time of the last observation) is what the delta
+needs too: the previous cumulative value is `last - offset`, the previous time `last_ns` (histograms
+also keep the last raw sum). Nothing more per series, whatever the temporality.
 """
 
 from __future__ import annotations
@@ -61,17 +71,24 @@ class _Number:
 
 
 class _Histogram:
-    __slots__ = ("bounds", "last", "last_ns", "offset", "offset_sum", "source", "start_ns")
+    __slots__ = ("bounds", "last", "last_ns", "last_sum", "offset", "offset_sum", "source", "start_ns")
 
     def __init__(self, start_ns: int, bounds: tuple[float, ...], offset: tuple[int, ...] | None, offset_sum: float,
-                 last: tuple[int, ...], last_ns: int, source: int) -> None:
+                 last: tuple[int, ...], last_sum: float, last_ns: int, source: int) -> None:
         self.start_ns = start_ns
         self.bounds = bounds
         self.offset = offset  # baseline bucket counts, None when the source's start is known
         self.offset_sum = offset_sum
         self.last = last
+        self.last_sum = last_sum
         self.last_ns = last_ns
         self.source = source
+
+    def cumulative(self, counts: tuple[int, ...], total: float) -> tuple[tuple[int, ...], float]:
+        """Raw bucket counts and sum of the source, as counted since the series' start."""
+        if self.offset is None:
+            return counts, total
+        return tuple(c - o for c, o in zip(counts, self.offset, strict=True)), max(0.0, total - self.offset_sum)
 
 
 @dataclass(slots=True)
@@ -99,8 +116,12 @@ ProblemHook = Callable[[str, str], None]
 
 
 class SeriesTracker:
-    def __init__(self, specs: Mapping[str, InstrumentSpec]) -> None:
+    def __init__(self, specs: Mapping[str, InstrumentSpec], delta: frozenset[str] = frozenset(),
+                 delta_since_ns: int = 0) -> None:
+        """`delta`: the metrics exported as DELTA; `delta_since_ns`: the earliest start of a delta series."""
         self._specs = specs
+        self._delta = delta
+        self._delta_since_ns = delta_since_ns
         self._targets: dict[str, _TargetState] = {}
         # Series (and whole targets) that ended recently, in two generations of ENDED_MEMORY_CYCLES.
         self._ended: set[tuple[str, str, AttrKey]] = set()
@@ -192,9 +213,10 @@ class SeriesTracker:
         series = state.numbers.get(name)
         if series is None:
             series = state.numbers[name] = {}
+        delta = name in self._delta
         out = target.metrics.get(name)
         if not isinstance(out, NumberPoints):
-            out = target.metrics[name] = NumberPoints(spec)
+            out = target.metrics[name] = NumberPoints(spec, delta=delta)
         counter = spec.kind is _COUNTER
         source = inp.source
         get = series.get
@@ -206,33 +228,44 @@ class SeriesTracker:
                 raise TypeError(f"value {value!r} is not a number")
             attrs = tuple(obs.attributes.items())
             s = get(attrs)
+            # (delta) the cumulative value of the series' previous point, and its time
+            previous: int | float
             if s is None:
-                s = series[attrs] = self._new_number(now_ns, key, name, attrs, spec.kind, value, inp)
+                s = series[attrs] = self._new_number(now_ns, key, name, attrs, spec.kind, value, inp, delta)
                 s.attrs = attrs
                 state.series += 1
+                previous, since = 0, s.start_ns
             elif s.last_ns == now_ns:
                 continue  # reported twice in one cycle (two collectors): the first one counts
             elif counter and value < s.last:  # a reset: a new series since the last observation
                 s.start_ns, s.offset = s.last_ns, 0
+                previous, since = 0, s.start_ns
+            else:
+                previous, since = s.last - s.offset, s.last_ns
             s.last, s.last_ns, s.source = value, now_ns, source
             state.seen += 1
             attributes(s.attrs)
-            starts(s.start_ns)
-            values(value - s.offset)
+            if delta:
+                starts(since)
+                values(value - s.offset - previous)
+            else:
+                starts(s.start_ns)
+                values(value - s.offset)
             flags(0)
 
     def _new_number(self, now_ns: int, key: str, name: str, attrs: AttrKey, kind: InstrumentKind,
-                    value: int | float, inp: SourceInput) -> _Number:
+                    value: int | float, inp: SourceInput, delta: bool) -> _Number:
         if kind is _GAUGE:
             return _Number(0, 0, value, now_ns, inp.source)
-        origin = self._origin(now_ns, key, name, attrs, inp)
+        origin = self._origin(now_ns, key, name, attrs, inp, delta)
         if origin is not None:
             return _Number(origin, 0, value, now_ns, inp.source)
         # Unknown origin: what was counted before now is not this series' (an up-down counter is a
         # level, not a count: it keeps its value and only gets the start).
         return _Number(now_ns, value if kind is _COUNTER else 0, value, now_ns, inp.source)
 
-    def _origin(self, now_ns: int, key: str, name: str, attrs: AttrKey, inp: SourceInput) -> int | None:
+    def _origin(self, now_ns: int, key: str, name: str, attrs: AttrKey, inp: SourceInput,
+                delta: bool) -> int | None:
         if key in self._ended_targets or key in self._ended_targets_before:
             return None
         identity = (key, name, attrs)
@@ -241,7 +274,7 @@ class SeriesTracker:
             self._ended_before.discard(identity)
             return None
         origin = inp.origin(key)
-        if origin is None or origin <= 0 or origin > now_ns:
+        if origin is None or origin <= 0 or origin > now_ns or (delta and origin < self._delta_since_ns):
             return None
         return origin
 
@@ -255,33 +288,41 @@ class SeriesTracker:
         if any(c < 0 for c in counts):
             raise ValueError("negative bucket count")
         name = spec.name
+        delta = name in self._delta
         series = state.histograms.get(name)
         if series is None:
             series = state.histograms[name] = {}
         attrs = tuple(h.attributes.items())
         s = series.get(attrs)
+        previous: tuple[tuple[int, ...], float] | None = None  # (delta) the previous point, cumulative
         if s is None:
-            origin = self._origin(now_ns, key, name, attrs, inp)
+            origin = self._origin(now_ns, key, name, attrs, inp, delta)
             if origin is None:
-                s = _Histogram(now_ns, h.bounds, counts, h.sum, counts, now_ns, inp.source)
+                s = _Histogram(now_ns, h.bounds, counts, h.sum, counts, h.sum, now_ns, inp.source)
             else:
-                s = _Histogram(origin, h.bounds, None, 0.0, counts, now_ns, inp.source)
+                s = _Histogram(origin, h.bounds, None, 0.0, counts, h.sum, now_ns, inp.source)
             series[attrs] = s
             state.series += 1
+            since = s.start_ns
         elif s.last_ns == now_ns:
             return
         elif s.bounds != h.bounds or (counts != s.last and not all(map(operator.ge, counts, s.last))):
             s.start_ns, s.bounds, s.offset, s.offset_sum = s.last_ns, h.bounds, None, 0.0
-        s.last, s.last_ns, s.source = counts, now_ns, inp.source
+            since = s.start_ns
+        else:
+            previous, since = s.cumulative(s.last, s.last_sum), s.last_ns
+        s.last, s.last_sum, s.last_ns, s.source = counts, h.sum, now_ns, inp.source
         state.seen += 1
-        total = h.sum
-        if s.offset is not None:
-            counts = tuple(c - o for c, o in zip(counts, s.offset, strict=True))
-            total = max(0.0, total - s.offset_sum)
+        counts, total = s.cumulative(counts, h.sum)
+        if not delta:
+            since = s.start_ns
+        elif previous is not None:
+            counts = tuple(c - p for c, p in zip(counts, previous[0], strict=True))
+            total = max(0.0, total - previous[1])
         out = target.metrics.get(name)
         if not isinstance(out, HistogramPoints):
-            out = target.metrics[name] = HistogramPoints(spec)
-        out.points.append(HistogramDataPoint(attrs, s.start_ns, h.bounds, counts, total, sum(counts)))
+            out = target.metrics[name] = HistogramPoints(spec, delta=delta)
+        out.points.append(HistogramDataPoint(attrs, since, h.bounds, counts, total, sum(counts)))
 
     # --- end of series ------------------------------------------------------------------------------
 
@@ -296,11 +337,12 @@ class SeriesTracker:
                     if s.last_ns != now_ns and (failed is None or s.source not in failed)]
             if not gone:
                 continue
+            delta = name in self._delta
             out = target.metrics.get(name)
             if not isinstance(out, NumberPoints):
-                out = target.metrics[name] = NumberPoints(self._specs[name])
+                out = target.metrics[name] = NumberPoints(self._specs[name], delta=delta)
             for a in gone:
-                out.add(a, series.pop(a).start_ns, 0, NO_RECORDED_VALUE)
+                out.add(a, _end_start(series.pop(a), delta), 0, NO_RECORDED_VALUE)
             state.series -= len(gone)
             if failed is not None:  # (a whole target is remembered by its key)
                 self._remember(key, name, gone)
@@ -310,11 +352,13 @@ class SeriesTracker:
                     if s.last_ns != now_ns and (failed is None or s.source not in failed)]
             if not gone:
                 continue
+            delta = name in self._delta
             hout = target.metrics.get(name)
             if not isinstance(hout, HistogramPoints):
-                hout = target.metrics[name] = HistogramPoints(self._specs[name])
+                hout = target.metrics[name] = HistogramPoints(self._specs[name], delta=delta)
             for a in gone:
-                hout.points.append(HistogramDataPoint(a, hseries.pop(a).start_ns, (), (), 0.0, 0, NO_RECORDED_VALUE))
+                hout.points.append(HistogramDataPoint(a, _end_start(hseries.pop(a), delta), (), (), 0.0, 0,
+                                                      NO_RECORDED_VALUE))
             state.series -= len(gone)
             if failed is not None:
                 self._remember(key, name, gone)
@@ -325,3 +369,8 @@ class SeriesTracker:
 
     def _remember(self, key: str, name: str, gone: Iterable[AttrKey]) -> None:
         self._ended.update((key, name, a) for a in gone)
+
+
+def _end_start(s: _Number | _Histogram, delta: bool) -> int:
+    """The start of a series' end marker: its start, or (delta) the time of its last point."""
+    return s.last_ns if delta else s.start_ns
