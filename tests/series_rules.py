@@ -13,6 +13,8 @@ Rules (a series = Resource attributes + metric name + point attributes):
 - a histogram point has count == sum(bucket_counts), len(bucket_counts) == len(explicit_bounds) + 1, and
   (values >= 0, as every duration is) a sum within what its buckets allow;
 - a new start time is not earlier than the previous point of the series (no counts counted twice);
+- a DELTA point starts no earlier than the previous point of its series ended (normally exactly then:
+  contiguous), and a monotonic delta sum is never negative;
 - a point flagged NO_RECORDED_VALUE carries no value and is the end of its series: a cumulative series
   only reappears as a new one (a start time no earlier than the flagged point); a gauge, which has no
   start time, may resume after a gap.
@@ -29,6 +31,7 @@ from opentelemetry.proto.metrics.v1.metrics_pb2 import AggregationTemporality
 
 NO_RECORDED_VALUE = 1
 CUMULATIVE = AggregationTemporality.AGGREGATION_TEMPORALITY_CUMULATIVE
+DELTA = AggregationTemporality.AGGREGATION_TEMPORALITY_DELTA
 
 Identity = tuple[frozenset[tuple[str, Any]], str, frozenset[tuple[str, Any]]]
 
@@ -101,7 +104,15 @@ class SeriesChecker:
                     self._bad(ident, "flagged histogram carries counts")
             else:
                 self._histogram(ident, dp)
-        cumulative = kind == "histogram" or (kind == "sum" and data.aggregation_temporality == CUMULATIVE)
+        temporality = data.aggregation_temporality if kind in ("sum", "histogram") else None
+        cumulative = temporality == CUMULATIVE
+        if temporality == DELTA:
+            if last is not None and start < last.time:
+                self._bad(ident, f"delta point starts at {start}, before the previous point's time {last.time}")
+            if kind == "sum" and data.is_monotonic and value is not None and value < 0:
+                self._bad(ident, f"negative delta {value}")
+        elif kind != "gauge" and temporality != CUMULATIVE:
+            self._bad(ident, f"aggregation temporality {temporality}")
         if (cumulative and last is not None and not last.flagged and not flagged):
             if start == last.start:
                 if kind == "sum" and data.is_monotonic and value is not None and last.value is not None \

@@ -115,3 +115,36 @@ def test_every_key_is_documented() -> None:
             continue
         assert f"`{key}`" in doc, key
     assert "`collectors.<name>.enabled`" in doc and all(f"`{c}`" in doc for c in COLLECTORS)
+
+
+class _RecordingEnv(dict[str, str]):
+    """An environment that remembers every variable asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: set[str] = set()
+
+    def get(self, key: str, default: object = None) -> object:  # type: ignore[override]
+        self.asked.add(key)
+        return super().get(key, default)
+
+
+def test_every_otel_variable_the_agent_reads_is_documented() -> None:
+    import re
+
+    from kpod_otel.export.otlp_settings import settings_from_env
+    from kpod_otel.export.selection import exporters_from_env
+    from kpod_otel.export.temporality import preference_from_env
+
+    # the names written out in the source, and those the settings parsers compose (METRICS_ + generic)
+    read = {name for path in (REPO / "kpod_otel").rglob("*.py")
+            for name in re.findall(r"\bOTEL_[A-Z_]*[A-Z]\b", path.read_text())}
+    env = _RecordingEnv()
+    settings_from_env(env)
+    exporters_from_env(env)
+    preference_from_env(env)
+    read |= env.asked
+    read -= {"OTEL_EXPORTER_OTLP", "OTEL_EXPORTER_OTLP_METRICS"}  # prefixes of composed names
+    assert len(env.asked) >= 18
+    doc = (REPO / "docs" / "configuration.md").read_text()
+    assert sorted(name for name in read if f"`{name}`" not in doc) == []
