@@ -1,6 +1,6 @@
 """Agent memory and start-up, measured on `kpod-otel run` as a subprocess (run as root).
 
-    .venv/bin/python bench/agent_memory.py [--pods 110] [--lifecycles 10000] [--churn 100]
+    .venv/bin/python bench/agent_memory.py [--pods 110] [--lifecycles 10000] [--churn 100] [--temporality delta]
 
 1. Start-up to first export: wall time from just before the `kpod-otel run` process is spawned to the
    arrival of its first OTLP request at the receiver (the receiver stamps arrivals in its own process).
@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--private-llvm", action="store_true",
                     help="give the agent its own copy of libLLVM/libclang (LD_LIBRARY_PATH), as on a node where "
                          "no other process maps them, so that their pages are not shared with other bcc users")
+    ap.add_argument("--temporality", default="cumulative", choices=["cumulative", "delta", "lowmemory"],
+                    help="the agent's OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
     args = ap.parse_args()
 
     node = NodePods()
@@ -125,6 +127,7 @@ def main() -> None:
         cfg.write_text(agent_yaml(server, node.kubelet_root, args.profile, interval_ms=1000))
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KPOD_", "KUBERNETES_"))}
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = server.endpoint
+        env["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] = args.temporality
         if args.private_llvm:
             libdir = workdir / "lib"
             libdir.mkdir()
