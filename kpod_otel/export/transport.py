@@ -1,5 +1,7 @@
-"""Sends one serialized-ready OTLP request over gRPC or HTTP/protobuf. No retries here: counters are
-cumulative, so the next cycle carries everything a failed export would have carried."""
+"""Sends one serialized-ready OTLP request over gRPC or HTTP/protobuf. No retries here: cumulative series
+(the default) restate their totals, so the next cycle carries everything a failed export would have
+carried; under DELTA temporality a failed cycle is a gap the next point's start time shows, never a
+double count (docs/configuration.md)."""
 
 from __future__ import annotations
 
