@@ -123,9 +123,12 @@ class SeriesTracker:
         self._delta = delta
         self._delta_since_ns = delta_since_ns
         self._targets: dict[str, _TargetState] = {}
-        # Series (and whole targets) that ended recently, in two generations of ENDED_MEMORY_CYCLES.
-        self._ended: set[tuple[str, str, AttrKey]] = set()
-        self._ended_before: set[tuple[str, str, AttrKey]] = set()
+        # Series (and whole targets) that ended recently, in two generations of ENDED_MEMORY_CYCLES. The
+        # series (metric, attributes) of a target are kept under its key, and dropped when the whole
+        # target ends (its key alone then says it): under pod churn, what is remembered per ended pod is
+        # its key, not every series it had.
+        self._ended: dict[str, set[tuple[str, AttrKey]]] = {}
+        self._ended_before: dict[str, set[tuple[str, AttrKey]]] = {}
         self._ended_targets: set[str] = set()
         self._ended_targets_before: set[str] = set()
         self._cycles = 0
@@ -145,7 +148,7 @@ class SeriesTracker:
         undeclared metrics that were dropped."""
         self._cycles += 1
         if self._cycles % ENDED_MEMORY_CYCLES == 0:
-            self._ended_before, self._ended = self._ended, set()
+            self._ended_before, self._ended = self._ended, {}
             self._ended_targets_before, self._ended_targets = self._ended_targets, set()
         out: dict[str, TargetPoints] = {}
         for key, resource in live.items():
@@ -198,6 +201,8 @@ class SeriesTracker:
                 gone = TargetPoints(key, state.resource)
                 self._end(now_ns, key, state, gone, None)
                 del self._targets[key]
+                self._ended.pop(key, None)
+                self._ended_before.pop(key, None)
                 self._ended_targets.add(key)
                 if gone.metrics:
                     ended.append(gone)
@@ -268,10 +273,16 @@ class SeriesTracker:
                 delta: bool) -> int | None:
         if key in self._ended_targets or key in self._ended_targets_before:
             return None
-        identity = (key, name, attrs)
-        if identity in self._ended or identity in self._ended_before:
-            self._ended.discard(identity)
-            self._ended_before.discard(identity)
+        identity = (name, attrs)
+        ended = False
+        for generation in (self._ended, self._ended_before):
+            series = generation.get(key)
+            if series is not None and identity in series:
+                ended = True
+                series.discard(identity)
+                if not series:
+                    del generation[key]
+        if ended:
             return None
         origin = inp.origin(key)
         if origin is None or origin <= 0 or origin > now_ns or (delta and origin < self._delta_since_ns):
@@ -368,7 +379,7 @@ class SeriesTracker:
             state.histograms = {n: s for n, s in state.histograms.items() if s}
 
     def _remember(self, key: str, name: str, gone: Iterable[AttrKey]) -> None:
-        self._ended.update((key, name, a) for a in gone)
+        self._ended.setdefault(key, set()).update((name, a) for a in gone)
 
 
 def _end_start(s: _Number | _Histogram, delta: bool) -> int:
