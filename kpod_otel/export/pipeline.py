@@ -134,6 +134,11 @@ class MetricsPipeline:
         return self._series.series
 
     @property
+    def remembered_series(self) -> int:
+        """Ended series still remembered by identity (export/series.py: `ENDED_MEMORY_CYCLES`)."""
+        return self._series.remembered
+
+    @property
     def cached_attribute_sets(self) -> int:
         return len(self._attributes)
 

@@ -138,6 +138,11 @@ class SeriesTracker:
         return len(self._targets)
 
     @property
+    def remembered(self) -> int:
+        """Ended series remembered by their identity (those of targets that are still measured)."""
+        return sum(len(s) for g in (self._ended, self._ended_before) for s in g.values())
+
+    @property
     def series(self) -> int:
         return sum(t.series for t in self._targets.values())
 

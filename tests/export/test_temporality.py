@@ -313,3 +313,34 @@ def test_an_unsupported_value_exits_2_naming_the_supported_ones(tmp_path: Path, 
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and var in lines[0] and repr(value) in lines[0] and allowed in lines[0], lines
     assert receiver.arrivals == 0
+
+
+@pytest.mark.parametrize("preference", [P.CUMULATIVE, P.DELTA])
+def test_state_stays_proportional_to_the_live_series_under_churn(receiver: OtlpReceiver,
+                                                                 preference: TemporalityPreference) -> None:
+    # 2,000 pod lifecycles, 100 per cycle, as discovery delivers them: a deleted pod is measured one last
+    # cycle (its cgroups are gone: no values, so every series of it ends on its own), then leaves.
+    def script(c: int, t: Target, s: CollectorSnapshot) -> None:
+        if t.key not in deleted:
+            s.add(t.key, BYTES, 10 * c, {})
+            s.add_histogram(t.key, HistogramPoint(LATENCY, {}, (0.001,), (c, 0), sum=0.0005 * c, count=c))
+
+    deleted: set[str] = set()
+    collector = Scripted(script)
+    run = Run(receiver, collector, preference)
+    collector.origin = time.time_ns()
+    live = [pod_target(i) for i in range(110)]
+    next_id = 110
+    for _ in range(20):
+        run.cycle(live)
+        deleted = {t.key for t in live[:100]}
+        run.cycle(live)  # the deleted pods' last cycle: their series end
+        live = live[100:] + [pod_target(next_id + k) for k in range(100)]
+        next_id += 100
+        receiver.clear()
+    run.cycle(live)
+    assert next_id - 110 == 2000
+    assert run.pipeline.tracked_targets == 110
+    assert run.pipeline.tracked_series == 110 * 2 + len(run.stats.items())  # 2 per pod, and the agent's
+    assert run.pipeline.remembered_series == 0  # the ended pods are remembered by their key only
+    assert run.checker.flagged == 2000 * 2
