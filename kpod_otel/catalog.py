@@ -161,6 +161,9 @@ METRICS: tuple[MetricDef, ...] = (
               POD, "filesystem", _FS, _FS_ATTRS),
     MetricDef("kpod.fs.available.bytes", G, "By", "Bytes available to unprivileged users on that filesystem",
               POD, "filesystem", _FS, _FS_ATTRS),
+    # Memory usage (cgroup files)
+    MetricDef("kpod.mem.usage", G, "By", "Memory charged to the container (anonymous, page cache, kernel)",
+              CT, "memory", "`memory.current` (v2) / `memory.usage_in_bytes` (v1)"),
     # The agent itself
     MetricDef("kpod.agent.cycles", C, "{cycle}", "Collection cycles run", AGENT, "agent", "the agent loop",
               synchronous=True),

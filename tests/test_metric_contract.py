@@ -52,6 +52,8 @@ CONTRACT: dict[str, tuple[str, set[K]]] = {
     "kpod.fs.capacity.bytes": ("By", {G, U}),
     "kpod.fs.usage.bytes": ("By", {G, U}),
     "kpod.fs.available.bytes": ("By", {G, U}),
+    # issue 15
+    "kpod.mem.usage": ("By", {G}),
 }
 
 

@@ -20,6 +20,7 @@ from kpod_otel.cgroup.parsers import (
     DeviceIO,
     MemoryEvents,
     MemoryStat,
+    SingleValue,
     cpu_stat_from_v1,
     device_io_from_blkio,
     parse_blkio_stat,
@@ -93,6 +94,11 @@ class CgroupFiles:
     def memory_stat(self, key: str, rel: str) -> MemoryStat | None:
         """`memory.stat` (v1 or v2; `MemoryStat` hides the v1 `total_*` spelling)."""
         return self.read(key, rel, "memory", "memory.stat", parse_memory_stat)
+
+    def memory_usage(self, key: str, rel: str) -> SingleValue | None:
+        """Bytes charged to the cgroup and its descendants: v2 `memory.current`, v1 `memory.usage_in_bytes`."""
+        return self.read(key, rel, "memory", "memory.usage_in_bytes" if self.v1 else "memory.current",
+                         parse_single_value)
 
     def cpu_stat(self, key: str, rel: str) -> CpuStat | None:
         """v2 `cpu.stat`; v1 `cpu.stat` (throttling) with `cpuacct.usage` (time), in v2 terms."""

@@ -25,7 +25,9 @@ from kpod_otel.model import ContainerTarget, Target
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAJOR_FAULTS", "OOM_KILLS", "MemoryCollector"]
+__all__ = ["MAJOR_FAULTS", "OOM_KILLS", "USAGE", "MemoryCollector"]
+
+USAGE = "kpod.mem.usage"
 
 
 class MemoryCollector(Collector):
@@ -41,16 +43,19 @@ class MemoryCollector(Collector):
         return self._ebpf is not None and self._ebpf.available
 
     def instruments(self) -> Sequence[InstrumentSpec]:
-        return specs(OOM_KILLS, MAJOR_FAULTS)
+        return specs(OOM_KILLS, MAJOR_FAULTS, USAGE)
 
     def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
         ebpf_loaded = self.ebpf_loaded
         snap = self._ebpf.collect(targets) if self._ebpf is not None and ebpf_loaded else CollectorSnapshot()
         for target in targets:
             for container in target.containers:
-                if ebpf_loaded and container.cgroup_id is not None:
-                    continue  # eBPF's
                 rel, attrs = container.cgroup_path, container.attributes()
+                usage = self._files.memory_usage(target.key, rel)
+                if usage is not None and usage.value is not None:
+                    snap.add(target.key, USAGE, usage.value, attrs)
+                if ebpf_loaded and container.cgroup_id is not None:
+                    continue  # the events are eBPF's
                 events = self._files.memory_events(target.key, rel)
                 if events is not None and events.oom_kill is not None:
                     snap.add(target.key, OOM_KILLS, events.oom_kill, attrs)

@@ -12,7 +12,7 @@ import pytest
 from kpod_otel.cgroup.fs import CgroupFS, CgroupVersion, layout_from_markers
 from kpod_otel.cgroup.mapper import PodCgroupMapper
 from kpod_otel.collectors.disk_io import DEVICE_NUMBER_ATTR, DiskIOCollector
-from kpod_otel.collectors.memory import MAJOR_FAULTS, OOM_KILLS, MemoryCollector
+from kpod_otel.collectors.memory import MAJOR_FAULTS, OOM_KILLS, USAGE, MemoryCollector
 from kpod_otel.model import ContainerInfo, PodInfo
 from kpod_otel.selfmetrics import AgentStats
 
@@ -29,7 +29,7 @@ def prepared(tmp_path: Path) -> tuple[CgroupFS, Path]:
     pod = qos / f"kubepods-besteffort-pod{UID.replace('-', '_')}.slice"
     container = pod / f"cri-containerd-{CID}.scope"
     container.mkdir(parents=True)
-    for name in ("io.stat", "memory.stat", "memory.events", "cpu.stat"):
+    for name in ("io.stat", "memory.stat", "memory.events", "cpu.stat", "memory.current"):
         shutil.copy(V2 / name, container / name)
     (container / "cgroup.procs").write_text("")
     layout = layout_from_markers(str(root))
@@ -61,6 +61,7 @@ def test_disk_and_memory_from_v2_files(tmp_path: Path) -> None:
     memory = MemoryCollector(fs, stats).collect(targets).points[UID]
     assert [o.value for o in memory[OOM_KILLS]] == [3]
     assert [o.value for o in memory[MAJOR_FAULTS]] == [1611]
+    assert [o.value for o in memory[USAGE]] == [55406592]  # memory.current
     assert stats.total("kpod.agent.errors") == 0
 
 
@@ -87,7 +88,7 @@ def test_vanished_pod_loses_only_its_points_and_is_logged_once(
     other = (container.parent.parent / f"kubepods-besteffort-pod{other_uid.replace('-', '_')}.slice"
              / f"cri-containerd-{other_cid}.scope")
     other.mkdir(parents=True)
-    for name in ("io.stat", "memory.stat", "memory.events"):
+    for name in ("io.stat", "memory.stat", "memory.events", "memory.current"):
         shutil.copy(V2 / name, other / name)
     stats = AgentStats()
     targets = PodCgroupMapper(fs, stats).map([
@@ -101,13 +102,13 @@ def test_vanished_pod_loses_only_its_points_and_is_logged_once(
     for _ in range(3):
         assert set(disk.collect(targets).points) == {other_uid}
         mem_points = memory.collect(targets).points
-        assert set(mem_points) == {other_uid} and set(mem_points[other_uid]) == {MAJOR_FAULTS}
+        assert set(mem_points) == {other_uid} and set(mem_points[other_uid]) == {MAJOR_FAULTS, USAGE}
 
     def errors(component: str, kind: str) -> float:
         return stats.get("kpod.agent.errors", **{"kpod.component": component, "error.type": kind})
 
     assert errors("disk", "vanished") == 3
-    assert errors("memory", "vanished") == 6  # memory.events and memory.stat, three cycles
+    assert errors("memory", "vanished") == 9  # memory.current, memory.events and memory.stat, three cycles
     assert errors("memory", "unsupported") == 3
     vanished_logs = [r for r in caplog.records if UID in r.getMessage()]
     assert len(vanished_logs) == 2  # once per collector, not once per cycle or file
