@@ -24,6 +24,7 @@ from kpod_otel.catalog import COLLECTORS as COLLECTOR_NAMES
 from kpod_otel.cgroup.fs import CgroupFS, CgroupLayoutError
 from kpod_otel.cgroup.mapper import PodCgroupMapper
 from kpod_otel.collector import Collector
+from kpod_otel.collectors.cpu import CpuCollector
 from kpod_otel.collectors.cpu_sched import CpuSchedCollector
 from kpod_otel.collectors.disk_io import DiskIOCollector
 from kpod_otel.collectors.filesystem import FilesystemCollector
@@ -211,6 +212,13 @@ def _ebpf(cls: Callable[[AgentStats, BpfEnvironment], BpfCollector]) -> Callable
     return build
 
 
+def _cpu(parts: CollectorParts) -> Collector:
+    # the cgroup files always (CPU time, throttling and limit need no eBPF); eBPF's scheduling metrics when
+    # its program can run
+    env = parts.bpf()
+    return CpuCollector(parts.fs, parts.stats, ebpf=None if env is None else CpuSchedCollector(parts.stats, env))
+
+
 def _memory(parts: CollectorParts) -> Collector:
     # eBPF for the containers with a v2 id when its program runs; the cgroup files for the others (and for
     # all of them when it does not).
@@ -221,7 +229,7 @@ def _memory(parts: CollectorParts) -> Collector:
 
 # configuration collector name -> how its collector is built (None: it cannot run on this node)
 COLLECTORS: Mapping[str, Callable[[CollectorParts], Collector | None]] = {
-    "cpu": _ebpf(CpuSchedCollector),
+    "cpu": _cpu,
     "tcp": _ebpf(TcpCollector),
     "memory": _memory,
     "syscall": _ebpf(SyscallCollector),

@@ -164,6 +164,36 @@ METRICS: tuple[MetricDef, ...] = (
     # Memory usage (cgroup files)
     MetricDef("kpod.mem.usage", G, "By", "Memory charged to the container (anonymous, page cache, kernel)",
               CT, "memory", "`memory.current` (v2) / `memory.usage_in_bytes` (v1)"),
+    # CPU time, throttling and limit (cgroup files; no eBPF needed)
+    MetricDef("kpod.cpu.time", C, "s", "CPU time used by the container's tasks, by cpu.mode (user / system)",
+              CT, "cpu", "`cpu.stat` `user_usec`/`system_usec` (v2; hybrid: the v2 tree's) / "
+              "`cpuacct.usage_user`, `cpuacct.usage_sys` (ns, v1)", ("cpu.mode",)),
+    MetricDef("kpod.cpu.periods", C, "{period}",
+              "CFS bandwidth periods that elapsed while the container was runnable (only with a CPU limit)",
+              CT, "cpu", "`cpu.stat` `nr_periods` (v2 and v1 cpu controller)"),
+    MetricDef("kpod.cpu.throttled.periods", C, "{period}",
+              "CFS bandwidth periods in which the container was throttled by its CPU limit",
+              CT, "cpu", "`cpu.stat` `nr_throttled` (v2 and v1 cpu controller)"),
+    MetricDef("kpod.cpu.throttled.time", C, "s", "Time the container's tasks were throttled by its CPU limit",
+              CT, "cpu", "`cpu.stat` `throttled_usec` (v2) / `throttled_time` (ns, v1)"),
+    MetricDef("kpod.cpu.limit", G, "{cpu}", "The container's CPU limit in CPUs (CFS quota / period); "
+              "no point when unlimited", CT, "cpu",
+              "`cpu.max` (v2) / `cpu.cfs_quota_us` \u00f7 `cpu.cfs_period_us` (v1)"),
+    # Memory working set, breakdown and limit (cgroup files)
+    MetricDef("kpod.mem.working_set", G, "By",
+              "Memory usage minus inactive page cache, floored at 0 (as the kubelet computes it)",
+              CT, "memory", "usage \u2212 `memory.stat` `inactive_file` (v1: `total_inactive_file`)"),
+    MetricDef("kpod.mem.rss", G, "By", "Anonymous memory of the container",
+              CT, "memory", "`memory.stat` `anon` (v2) / `total_rss` (v1)"),
+    MetricDef("kpod.mem.cache", G, "By", "Page cache of the container (includes tmpfs/shmem)",
+              CT, "memory", "`memory.stat` `file` (v2) / `total_cache` (v1)"),
+    MetricDef("kpod.mem.limit", G, "By", "The container's memory limit; no point when unlimited",
+              CT, "memory", "`memory.max` (v2) / `memory.limit_in_bytes` (v1)"),
+    # Pressure stall information (PSI: the v2 tree, on hybrid nodes too)
+    MetricDef("kpod.pressure.stall.time", C, "s",
+              "Time in which some (type=some) or all non-idle (type=full) tasks of the container were stalled "
+              "on a resource", CT, "memory", "`{cpu,memory,io}.pressure` `total=` (\u00b5s) of the v2 tree",
+              ("kpod.pressure.resource", "kpod.pressure.type")),
     # The agent itself
     MetricDef("kpod.agent.cycles", C, "{cycle}", "Collection cycles run", AGENT, "agent", "the agent loop",
               synchronous=True),

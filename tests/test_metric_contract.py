@@ -10,6 +10,7 @@ from kpod_otel import catalog
 from kpod_otel.assembly import COLLECTORS
 from kpod_otel.catalog import CATALOG, METRICS, InstrumentSpec, Level
 from kpod_otel.collector import InstrumentKind as K
+from kpod_otel.collectors.cpu import CpuCollector
 from kpod_otel.collectors.cpu_sched import CpuSchedCollector
 from kpod_otel.collectors.disk_io import DiskIOCollector
 from kpod_otel.collectors.filesystem import FilesystemCollector
@@ -52,8 +53,24 @@ CONTRACT: dict[str, tuple[str, set[K]]] = {
     "kpod.fs.capacity.bytes": ("By", {G, U}),
     "kpod.fs.usage.bytes": ("By", {G, U}),
     "kpod.fs.available.bytes": ("By", {G, U}),
-    # issue 15
+    # issue 15: CPU time and throttling, memory usage and working set, pressure stall
+    "kpod.cpu.time": ("s", {C}),
+    "kpod.cpu.periods": ("{period}", {C}),
+    "kpod.cpu.throttled.periods": ("{period}", {C}),
+    "kpod.cpu.throttled.time": ("s", {C}),
+    "kpod.cpu.limit": ("{cpu}", {G}),
     "kpod.mem.usage": ("By", {G}),
+    "kpod.mem.working_set": ("By", {G}),
+    "kpod.mem.rss": ("By", {G}),
+    "kpod.mem.cache": ("By", {G}),
+    "kpod.mem.limit": ("By", {G}),
+    "kpod.pressure.stall.time": ("s", {C}),
+}
+
+# issue 15's point attributes, frozen like the names (dashboards select on them)
+ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    "kpod.cpu.time": ("cpu.mode",),
+    "kpod.pressure.stall.time": ("kpod.pressure.resource", "kpod.pressure.type"),
 }
 
 
@@ -71,7 +88,7 @@ class _Env:
 
 
 DECLARED: dict[str, tuple[InstrumentSpec, ...]] = {
-    "cpu": _declared(CpuSchedCollector),
+    "cpu": _declared(CpuCollector, _ebpf=None) + _declared(CpuSchedCollector),
     "tcp": _declared(TcpCollector),
     "memory": _declared(MemoryCollector) + _declared(MemoryBpfCollector),
     "syscall": _declared(SyscallCollector, _env=_Env()),
@@ -90,6 +107,11 @@ def test_the_catalog_holds_the_contract() -> None:
         assert workload[name].kind in kinds, name
 
 
+def test_the_catalog_holds_the_frozen_attributes() -> None:
+    for name, attributes in ATTRIBUTES.items():
+        assert CATALOG[name].attributes == attributes, name
+
+
 def test_every_collector_declares_its_catalog_entries_unchanged() -> None:
     for collector, specs in DECLARED.items():
         assert {s.name for s in specs} == {m.name for m in catalog.for_collector(collector)}, collector
@@ -105,11 +127,12 @@ def test_one_vocabulary_for_collector_names() -> None:
     """The configuration's names are the collectors' names (the `kpod.collector`/`kpod.component` values)."""
     assert tuple(COLLECTORS) == catalog.COLLECTORS
     assert {m.collector for m in METRICS} == {*catalog.COLLECTORS, "agent"}
-    classes = {"cpu": CpuSchedCollector, "tcp": TcpCollector, "memory": MemoryCollector, "syscall": SyscallCollector,
+    classes = {"cpu": CpuCollector, "tcp": TcpCollector, "memory": MemoryCollector, "syscall": SyscallCollector,
                "disk": DiskIOCollector, "network": InterfaceNetworkCollector, "filesystem": FilesystemCollector}
     for name, cls in classes.items():
         assert cls.name == name, cls
     assert MemoryBpfCollector.name == "memory"  # memory's eBPF source counts its errors as memory's
+    assert CpuSchedCollector.name == "cpu"  # and cpu's as cpu's
 
 
 def test_docs_tables_are_generated_from_the_catalog() -> None:

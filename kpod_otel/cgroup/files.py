@@ -1,6 +1,7 @@
 """Typed reads of a cgroup's files, whatever the node's layout: v2, v1, hybrid, blkio throttle or BFQ.
 
-A collector asks for a record (`io`, `memory_events`, `memory_stat`, `cpu_stat`) of a cgroup path and gets it
+A collector asks for a record (`io`, `memory_events`, `memory_stat`, `memory_usage`, `memory_limit`, `cpu_stat`,
+`cpu_quota`, `pressure`) of a cgroup path and gets it
 in v2 terms, or None when it could not be read; which file of which hierarchy holds it, and how the v1 files
 translate, is decided here. Every read goes through the collector's `ProblemLog` (vanished, unsupported,
 unreadable and malformed files are counted and logged the same way everywhere).
@@ -16,18 +17,27 @@ from collections.abc import Callable
 
 from kpod_otel.cgroup.fs import CgroupFS, CgroupVersion
 from kpod_otel.cgroup.parsers import (
+    CpuQuota,
     CpuStat,
     DeviceIO,
     MemoryEvents,
+    MemoryLimit,
     MemoryStat,
+    Pressure,
     SingleValue,
     cpu_stat_from_v1,
+    cpuacct_time,
     device_io_from_blkio,
     parse_blkio_stat,
+    parse_cfs_quota_us,
+    parse_cpu_max,
     parse_cpu_stat,
     parse_io_stat,
     parse_memory_events,
+    parse_memory_limit_in_bytes,
+    parse_memory_max,
     parse_memory_stat,
+    parse_pressure,
     parse_single_value,
 )
 from kpod_otel.cgroup.problems import ProblemLog, R
@@ -55,13 +65,16 @@ class CgroupFiles:
     def has_controller(self, controller: str) -> bool:
         return self.fs.controller_dir(controller, "") is not None
 
-    def read(self, key: str, rel: str, controller: str, name: str, parse: Callable[[str], R]) -> R | None:
-        """`parse` of the file `name` of cgroup `rel` in `controller`'s hierarchy (the v2 directory on v2);
-        None when that controller is not mounted or the file cannot be read."""
-        directory = self.fs.controller_dir(controller, rel)
+    def read(self, key: str, rel: str, controller: str, name: str, parse: Callable[[str], R],
+             optional: bool = False) -> R | None:
+        """`parse` of the file `name` of cgroup `rel` in `controller`'s hierarchy (the v2 directory on v2,
+        `controller` "unified": the v2 tree, also on hybrid nodes); None when that hierarchy is not mounted or
+        the file cannot be read. `optional`: a file the kernel may not have (see `ProblemLog`)."""
+        directory = self.fs.v2_dir(rel) if controller == "unified" else self.fs.controller_dir(controller, rel)
         if directory is None:
             return None
-        return self.problems.read_parsed(key, os.path.join(directory, name), parse, lambda: self.fs.exists(rel))
+        return self.problems.read_parsed(key, os.path.join(directory, name), parse, lambda: self.fs.exists(rel),
+                                         optional)
 
     def io(self, key: str, rel: str) -> dict[str, DeviceIO] | None:
         """Cumulative block I/O per `maj:min`: v2 `io.stat`; v1 `blkio.throttle.*_recursive`, or the BFQ
@@ -100,14 +113,45 @@ class CgroupFiles:
         return self.read(key, rel, "memory", "memory.usage_in_bytes" if self.v1 else "memory.current",
                          parse_single_value)
 
-    def cpu_stat(self, key: str, rel: str) -> CpuStat | None:
-        """v2 `cpu.stat`; v1 `cpu.stat` (throttling) with `cpuacct.usage` (time), in v2 terms."""
+    def memory_limit(self, key: str, rel: str) -> MemoryLimit | None:
+        """v2 `memory.max`; v1 `memory.limit_in_bytes` (its "unlimited" is a huge number: bytes None)."""
+        if self.v1:
+            return self.read(key, rel, "memory", "memory.limit_in_bytes", parse_memory_limit_in_bytes)
+        return self.read(key, rel, "memory", "memory.max", parse_memory_max)
+
+    def cpu_stat(self, key: str, rel: str, in_v2_tree: bool | None = None) -> CpuStat | None:
+        """CPU time and throttling in v2 `cpu.stat` terms. v2: `cpu.stat`. v1 and hybrid: throttling from the
+        cpu controller's `cpu.stat`; CPU time from the v2 tree's `cpu.stat` when the cgroup is in one (hybrid
+        nodes: the kernel keeps this base statistic in cgroup2 without any controller, to the µs, its split
+        scaled to the exact total), else from `cpuacct.usage_user`/`usage_sys` (ns, the split sampled at
+        ticks). `in_v2_tree`: whether `rel` exists in the v2 tree (None: look)."""
         if not self.v1:
             return self.read(key, rel, "cpu", "cpu.stat", parse_cpu_stat)
         throttling = self.read(key, rel, "cpu", "cpu.stat", parse_cpu_stat)
         if throttling is None:
             return None
-        usage = self.read(key, rel, "cpuacct", "cpuacct.usage", parse_single_value)
-        if usage is None:
-            return None
-        return cpu_stat_from_v1(throttling, usage)
+        if in_v2_tree is None:
+            in_v2_tree = self.fs.cgroup_id(rel) is not None
+        if in_v2_tree:
+            time = self.read(key, rel, "unified", "cpu.stat", parse_cpu_stat)
+        else:
+            user = self.read(key, rel, "cpuacct", "cpuacct.usage_user", parse_single_value, optional=True)
+            system = self.read(key, rel, "cpuacct", "cpuacct.usage_sys", parse_single_value, optional=True)
+            time = None if user is None or system is None else cpuacct_time(user, system)
+        return cpu_stat_from_v1(throttling, time or CpuStat())
+
+    def cpu_quota(self, key: str, rel: str) -> CpuQuota | None:
+        """The CFS bandwidth limit: v2 `cpu.max`; v1 `cpu.cfs_quota_us` and, only when there is a quota,
+        `cpu.cfs_period_us`."""
+        if not self.v1:
+            return self.read(key, rel, "cpu", "cpu.max", parse_cpu_max)
+        quota = self.read(key, rel, "cpu", "cpu.cfs_quota_us", parse_cfs_quota_us)
+        if quota is None or quota.quota_us is None:
+            return quota
+        period = self.read(key, rel, "cpu", "cpu.cfs_period_us", parse_single_value)
+        return None if period is None else CpuQuota(quota.quota_us, period.value)
+
+    def pressure(self, key: str, rel: str, resource: str) -> Pressure | None:
+        """`<resource>.pressure` (cpu, memory, io) of the v2 tree, on hybrid nodes too (PSI is cgroup2's);
+        optional: absent without CONFIG_PSI, with `psi=0`, or for a cgroup outside the v2 tree."""
+        return self.read(key, rel, "unified", f"{resource}.pressure", parse_pressure, optional=True)

@@ -57,16 +57,32 @@ class MemoryStat:
     values: Mapping[str, int] = field(default_factory=dict)
     malformed: int = 0
 
+    def _hierarchical(self, v2_key: str, v1_key: str) -> int | None:
+        """v2 keys count the cgroup and its descendants; v1 prints the cgroup's own value as `<v1_key>` and
+        the one including its descendants as `total_<v1_key>`, which is the one that matches v2 (and
+        `memory.usage_in_bytes`)."""
+        if "total_" + v1_key in self.values:
+            return self.values["total_" + v1_key]
+        return self.values.get(v2_key)
+
     @property
     def major_faults(self) -> int | None:
-        """Major page faults of the cgroup and its descendants.
+        """Major page faults of the cgroup and its descendants (`pgmajfault` / v1 `total_pgmajfault`)."""
+        return self._hierarchical("pgmajfault", "pgmajfault")
 
-        v2's `pgmajfault` is hierarchical; v1 prints the cgroup's own count as `pgmajfault` and the
-        hierarchical one as `total_pgmajfault`, which is the one that matches v2.
-        """
-        if "total_pgmajfault" in self.values:
-            return self.values["total_pgmajfault"]
-        return self.values.get("pgmajfault")
+    @property
+    def anon(self) -> int | None:
+        """Anonymous memory: v2 `anon`, v1 `total_rss` (anon + swap cache; neither counts shmem)."""
+        return self._hierarchical("anon", "rss")
+
+    @property
+    def file(self) -> int | None:
+        """Page cache: v2 `file`, v1 `total_cache` (both include shmem/tmpfs pages)."""
+        return self._hierarchical("file", "cache")
+
+    @property
+    def inactive_file(self) -> int | None:
+        return self._hierarchical("inactive_file", "inactive_file")
 
 
 def parse_memory_stat(text: str) -> MemoryStat:
@@ -97,7 +113,8 @@ def parse_memory_events(text: str) -> MemoryEvents:
 
 @dataclass(frozen=True, slots=True)
 class SingleValue:
-    """A file holding one unsigned number (v1 `cpuacct.usage`, `memory.usage_in_bytes`; v2 `memory.current`)."""
+    """A file holding one unsigned number (v1 `cpuacct.usage_*`, `memory.usage_in_bytes`, `cpu.cfs_period_us`;
+    v2 `memory.current`)."""
 
     value: int | None = None
     malformed: int = 0
@@ -126,6 +143,14 @@ class CpuStat:
         return self.values.get("usage_usec")
 
     @property
+    def user_usec(self) -> int | None:
+        return self.values.get("user_usec")
+
+    @property
+    def system_usec(self) -> int | None:
+        return self.values.get("system_usec")
+
+    @property
     def nr_periods(self) -> int | None:
         return self.values.get("nr_periods")
 
@@ -139,22 +164,136 @@ class CpuStat:
 
 
 def parse_cpu_stat(text: str) -> CpuStat:
-    """v2 cpu.stat."""
+    """v2 cpu.stat (or the v1 cpu controller's, which `cpu_stat_from_v1` translates)."""
     flat = parse_flat_keyed(text)
     return CpuStat(flat.values, flat.malformed)
 
 
-def cpu_stat_from_v1(cpu_stat: CpuStat, cpuacct_usage: SingleValue) -> CpuStat:
-    """v1's two files in v2 terms: the cpu controller's `cpu.stat` (`nr_periods`, `nr_throttled`,
-    `throttled_time` in ns) and `cpuacct.usage` (ns). v1 has no per-cgroup user/system split in
-    microseconds (`cpuacct.stat` counts clock ticks), so `user_usec`/`system_usec` stay absent."""
+def cpuacct_time(user: SingleValue, system: SingleValue) -> CpuStat:
+    """v1 `cpuacct.usage_user` and `cpuacct.usage_sys` (ns, the split sampled at scheduler ticks) as v2's
+    `user_usec`/`system_usec`, and their sum as `usage_usec`."""
+    values: dict[str, int] = {}
+    if user.value is not None and system.value is not None:
+        values = {"user_usec": user.value // 1000, "system_usec": system.value // 1000,
+                  "usage_usec": (user.value + system.value) // 1000}
+    return CpuStat(values, user.malformed + system.malformed)
+
+
+def cpu_stat_from_v1(cpu_stat: CpuStat, time: CpuStat) -> CpuStat:
+    """v1 in v2 terms: the cpu controller's `cpu.stat` (`nr_periods`, `nr_throttled`, `throttled_time` in ns)
+    with the CPU time of `time` (`cpuacct_time`, or on hybrid nodes the v2 tree's own `cpu.stat`)."""
     v1 = cpu_stat.values
     values: dict[str, int] = {k: v1[k] for k in ("nr_periods", "nr_throttled") if k in v1}
     if "throttled_time" in v1:
         values["throttled_usec"] = v1["throttled_time"] // 1000
-    if cpuacct_usage.value is not None:
-        values["usage_usec"] = cpuacct_usage.value // 1000
-    return CpuStat(values, cpu_stat.malformed + cpuacct_usage.malformed)
+    values.update((k, v) for k, v in time.values.items() if k in ("usage_usec", "user_usec", "system_usec"))
+    return CpuStat(values, cpu_stat.malformed + time.malformed)
+
+
+@dataclass(frozen=True, slots=True)
+class CpuQuota:
+    """A CFS bandwidth limit: `quota_us` of CPU time per `period_us`; `quota_us` None: unlimited."""
+
+    quota_us: int | None = None
+    period_us: int | None = None
+    malformed: int = 0
+
+    @property
+    def cpus(self) -> float | None:
+        """The limit in CPUs (quota / period), None when unlimited or unknown."""
+        if self.quota_us is None or not self.period_us:
+            return None
+        return self.quota_us / self.period_us
+
+
+def parse_cpu_max(text: str) -> CpuQuota:
+    """v2 cpu.max: `<quota> <period>` or `max <period>` (microseconds). (Single-value parsers count an empty
+    or odd file as one malformed line: the kernel never prints one, so it must not pass for "unlimited".)"""
+    parts = text.split()
+    period = _uint(parts[1]) if len(parts) == 2 else None
+    if period is None or (parts[0] != "max" and _uint(parts[0]) is None):
+        return CpuQuota(malformed=1)
+    return CpuQuota(None if parts[0] == "max" else _uint(parts[0]), period)
+
+
+def parse_cfs_quota_us(text: str) -> CpuQuota:
+    """v1 cpu.cfs_quota_us: microseconds per period, `-1` for unlimited (the period is another file,
+    cpu.cfs_period_us, needed only when there is a quota)."""
+    token = text.strip()
+    if token == "-1":
+        return CpuQuota()
+    quota = _uint(token)
+    return CpuQuota(quota) if quota is not None else CpuQuota(malformed=1)
+
+
+# --- memory limits ------------------------------------------------------------------------------------
+
+# v1 prints "no limit" as PAGE_COUNTER_MAX pages in bytes: LONG_MAX rounded down to the page size
+# (9223372036854771712 with 4 KiB pages, 9223372036854710272 with 64 KiB pages). Anything within a
+# MiB of LONG_MAX is that; no real limit comes near 8 EiB.
+V1_MEMORY_UNLIMITED_MIN = 2**63 - 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryLimit:
+    """memory.max (v2) or memory.limit_in_bytes (v1); `bytes` None: unlimited (or unparseable)."""
+
+    bytes: int | None = None
+    malformed: int = 0
+
+
+def parse_memory_max(text: str) -> MemoryLimit:
+    """v2 memory.max: bytes, or `max`."""
+    token = text.strip()
+    if token == "max":
+        return MemoryLimit()
+    value = _uint(token)
+    return MemoryLimit(value) if value is not None else MemoryLimit(malformed=1)
+
+
+def parse_memory_limit_in_bytes(text: str) -> MemoryLimit:
+    """v1 memory.limit_in_bytes: bytes; "unlimited" is the huge page-rounded LONG_MAX."""
+    value = _uint(text.strip())
+    if value is None:
+        return MemoryLimit(malformed=1)
+    return MemoryLimit(None if value >= V1_MEMORY_UNLIMITED_MIN else value)
+
+
+# --- pressure stall information -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Pressure:
+    """{cpu,memory,io}.pressure: the cumulative stall time `total=` (microseconds) of the `some` line
+    (at least one task stalled) and of the `full` line (all non-idle tasks stalled at once); `full` is
+    None where the kernel prints no such line (cpu before Linux 5.13)."""
+
+    some_usec: int | None = None
+    full_usec: int | None = None
+    malformed: int = 0
+
+
+def parse_pressure(text: str) -> Pressure:
+    """`some avg10=0.12 avg60=0.05 avg300=0.01 total=1234567` and the same for `full`."""
+    totals: dict[str, int] = {}
+    malformed = 0
+    for line in text.splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        total: int | None = None
+        ok = parts[0] in ("some", "full") and len(parts) > 1
+        for token in parts[1:] if ok else ():
+            key, sep, raw = token.partition("=")
+            if key == "total" and sep:
+                total = _uint(raw)
+            elif not (sep and key.startswith("avg") and _is_decimal(raw)):
+                ok = False
+        if not ok or total is None:
+            malformed += 1
+            continue
+        totals[parts[0]] = total
+    return Pressure(totals.get("some"), totals.get("full"), malformed)
 
 
 # --- io / blkio ---------------------------------------------------------------------------------------

@@ -1,13 +1,19 @@
-"""MemoryCollector (`memory`): OOM kills and major page faults per container, from two sources under one name.
+"""MemoryCollector (`memory`): memory usage, working set, RSS, cache, limit and pressure stall per container
+from the cgroup files; OOM kills and major page faults from two sources under one name.
 
-- eBPF (`ebpf/mem.c`, `MemoryBpfCollector`): OOM kills charged to the victim, major faults as they happen.
-  It sees every container that has a cgroup v2 id.
-- The memory cgroup files (`CgroupFiles.memory_events`, `.memory_stat`): `oom_kill` of v2 `memory.events`
-  or v1 `memory.oom_control`, and `memory.stat` `pgmajfault` (v1: hierarchical `total_pgmajfault`). They
-  hold the same truth (the tests check that both sources agree) and serve every container when the eBPF
-  program is off or could not load, and otherwise the containers eBPF cannot see (no v2 id: a workload that
-  exists only in the v1 memory hierarchy).
-Both are the kernel's cumulative counters for the cgroup's lifetime, reported as-is.
+- Usage and limit (`CgroupFiles.memory_usage`, `.memory_stat`, `.memory_limit`): `memory.current` /
+  `memory.usage_in_bytes`; working set = usage - `inactive_file` floored at 0 (the kubelet's); `anon` / `file`
+  of `memory.stat` (v1: the hierarchical `total_rss` / `total_cache`); `memory.max` / `memory.limit_in_bytes`,
+  no point when unlimited. Always from the files.
+- Pressure stall (`CgroupFiles.pressure`): `total=` of the `some` and `full` lines of `cpu.pressure`,
+  `memory.pressure` and `io.pressure` in the v2 tree (hybrid nodes have them too), for containers in it.
+  They come with `memory` so that the minimal profile (cpu, disk) stays at CPU time and throttling.
+- OOM kills and major faults: eBPF (`ebpf/mem.c`, `MemoryBpfCollector`) charges OOM kills to the victim and
+  counts major faults as they happen, for every container that has a cgroup v2 id. The memory cgroup files
+  (`oom_kill` of v2 `memory.events` or v1 `memory.oom_control`, `memory.stat` `pgmajfault`, v1: hierarchical
+  `total_pgmajfault`) hold the same truth (the tests check that both sources agree) and serve every container
+  when the eBPF program is off or could not load, and otherwise the containers eBPF cannot see (no v2 id).
+Counters are the kernel's cumulative values for the cgroup's lifetime, reported as-is.
 """
 
 from __future__ import annotations
@@ -25,9 +31,18 @@ from kpod_otel.model import ContainerTarget, Target
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MAJOR_FAULTS", "OOM_KILLS", "USAGE", "MemoryCollector"]
+__all__ = ["CACHE", "LIMIT", "MAJOR_FAULTS", "OOM_KILLS", "RSS", "STALL_TIME", "USAGE", "WORKING_SET",
+           "MemoryCollector"]
 
 USAGE = "kpod.mem.usage"
+WORKING_SET = "kpod.mem.working_set"
+RSS = "kpod.mem.rss"
+CACHE = "kpod.mem.cache"
+LIMIT = "kpod.mem.limit"
+STALL_TIME = "kpod.pressure.stall.time"
+PRESSURE_RESOURCE = "kpod.pressure.resource"
+PRESSURE_TYPE = "kpod.pressure.type"
+PRESSURE_RESOURCES = ("cpu", "memory", "io")
 
 
 class MemoryCollector(Collector):
@@ -43,25 +58,47 @@ class MemoryCollector(Collector):
         return self._ebpf is not None and self._ebpf.available
 
     def instruments(self) -> Sequence[InstrumentSpec]:
-        return specs(OOM_KILLS, MAJOR_FAULTS, USAGE)
+        return specs(OOM_KILLS, MAJOR_FAULTS, USAGE, WORKING_SET, RSS, CACHE, LIMIT, STALL_TIME)
 
     def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
         ebpf_loaded = self.ebpf_loaded
         snap = self._ebpf.collect(targets) if self._ebpf is not None and ebpf_loaded else CollectorSnapshot()
         for target in targets:
+            key = target.key
             for container in target.containers:
                 rel, attrs = container.cgroup_path, container.attributes()
-                usage = self._files.memory_usage(target.key, rel)
-                if usage is not None and usage.value is not None:
-                    snap.add(target.key, USAGE, usage.value, attrs)
+                usage = self._files.memory_usage(key, rel)
+                if usage is None:
+                    continue  # gone (or no memory cgroup): its other files would fail the same way
+                stat = self._files.memory_stat(key, rel)
+                if usage.value is not None:
+                    snap.add(key, USAGE, usage.value, attrs)
+                    if stat is not None and stat.inactive_file is not None:
+                        # the kubelet's working set: what the container cannot give back without paging
+                        snap.add(key, WORKING_SET, max(0, usage.value - stat.inactive_file), attrs)
+                if stat is not None:
+                    if stat.anon is not None:
+                        snap.add(key, RSS, stat.anon, attrs)
+                    if stat.file is not None:
+                        snap.add(key, CACHE, stat.file, attrs)
+                limit = self._files.memory_limit(key, rel)
+                if limit is not None and limit.bytes is not None:
+                    snap.add(key, LIMIT, limit.bytes, attrs)
+                if container.cgroup_id is not None:  # PSI lives in the v2 tree
+                    for resource in PRESSURE_RESOURCES:
+                        pressure = self._files.pressure(key, rel, resource)
+                        if pressure is not None:
+                            for kind, usec in (("some", pressure.some_usec), ("full", pressure.full_usec)):
+                                if usec is not None:
+                                    snap.add(key, STALL_TIME, usec / 1e6,
+                                             {**attrs, PRESSURE_RESOURCE: resource, PRESSURE_TYPE: kind})
                 if ebpf_loaded and container.cgroup_id is not None:
                     continue  # the events are eBPF's
-                events = self._files.memory_events(target.key, rel)
+                events = self._files.memory_events(key, rel)
                 if events is not None and events.oom_kill is not None:
-                    snap.add(target.key, OOM_KILLS, events.oom_kill, attrs)
-                stat = self._files.memory_stat(target.key, rel)
+                    snap.add(key, OOM_KILLS, events.oom_kill, attrs)
                 if stat is not None and stat.major_faults is not None:
-                    snap.add(target.key, MAJOR_FAULTS, stat.major_faults, attrs)
+                    snap.add(key, MAJOR_FAULTS, stat.major_faults, attrs)
         self._files.problems.prune(t.key for t in targets)
         return snap
 

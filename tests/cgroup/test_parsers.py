@@ -17,19 +17,29 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kpod_otel.cgroup.parsers import (
+    V1_MEMORY_UNLIMITED_MIN,
     BlkioStat,
+    CpuQuota,
     CpuStat,
     IoStat,
     MemoryEvents,
+    MemoryLimit,
     MemoryStat,
+    Pressure,
     SingleValue,
     cpu_stat_from_v1,
+    cpuacct_time,
     parse_blkio_stat,
+    parse_cfs_quota_us,
     parse_cgroup_procs,
+    parse_cpu_max,
     parse_cpu_stat,
     parse_io_stat,
     parse_memory_events,
+    parse_memory_limit_in_bytes,
+    parse_memory_max,
     parse_memory_stat,
+    parse_pressure,
     parse_single_value,
 )
 from kpod_otel.procfs.parsers import (
@@ -152,10 +162,16 @@ def test_memory_oom_control_v1_live() -> None:
 
 def test_cpu_stat_from_v1_in_v2_terms() -> None:
     v1 = parse_cpu_stat("nr_periods 10\nnr_throttled 4\nthrottled_time 2500000\n")
-    stat = cpu_stat_from_v1(v1, parse_single_value("123456789\n"))
-    assert (stat.usage_usec, stat.nr_periods, stat.nr_throttled, stat.throttled_usec) == (123456, 10, 4, 2500)
+    stat = cpu_stat_from_v1(v1, cpuacct_time(parse_single_value("123456789\n"), parse_single_value("2000000\n")))
+    assert (stat.user_usec, stat.system_usec, stat.usage_usec) == (123456, 2000, 125456)
+    assert (stat.nr_periods, stat.nr_throttled, stat.throttled_usec) == (10, 4, 2500)
     assert stat.malformed == 0
-    assert cpu_stat_from_v1(v1, parse_single_value("x")).malformed == 1
+    broken = cpuacct_time(parse_single_value("x"), parse_single_value("1\n"))
+    assert broken.malformed == 1 and broken.user_usec is None and broken.usage_usec is None
+    assert cpu_stat_from_v1(v1, broken).malformed == 1
+    # on hybrid nodes the time comes from the v2 tree's own cpu.stat
+    tree = parse_cpu_stat("usage_usec 30\nuser_usec 20\nsystem_usec 10\nnice_usec 0\n")
+    assert (cpu_stat_from_v1(v1, tree).user_usec, cpu_stat_from_v1(v1, tree).nr_periods) == (20, 10)
     assert parse_single_value(" 42 \n").value == 42 and parse_single_value("").malformed == 1
 
 
@@ -279,9 +295,11 @@ PARSERS: list[tuple[Callable[[str], object], type]] = [
     (parse_io_stat, IoStat), (parse_memory_stat, MemoryStat), (parse_memory_events, MemoryEvents),
     (parse_cpu_stat, CpuStat), (parse_single_value, SingleValue), (parse_blkio_stat, BlkioStat),
     (parse_mountinfo, MountInfo), (parse_net_dev, NetDev), (parse_uevent, Uevent),
+    (parse_cpu_max, CpuQuota), (parse_cfs_quota_us, CpuQuota), (parse_memory_max, MemoryLimit),
+    (parse_memory_limit_in_bytes, MemoryLimit), (parse_pressure, Pressure),
 ]
 
-KERNEL_CHARS = [*"0123456789abcdef:=_- \n\t|/\\RWTotalrbytes", "\x00", "é"]
+KERNEL_CHARS = [*"0123456789abcdef:=_- \n\t|/\\RWTotalrbytes.vgmxsomeful", "\x00", "é"]
 kernelish = st.text(alphabet=st.sampled_from(KERNEL_CHARS))
 
 
@@ -368,3 +386,130 @@ def test_parse_boot_time() -> None:
     with open("/proc/uptime") as f:  # the kernel's own uptime: boot = now - uptime, to the second
         uptime_s = float(f.read().split()[0])
     assert boot is not None and abs(boot / 1e9 - (time.time() - uptime_s)) < 2
+
+
+# --- CPU time/throttling, memory usage/limits, pressure (issue 15) -----------------------------------
+
+
+def test_cpu_stat_v2_throttling_and_split() -> None:
+    stat = parse_cpu_stat((V2 / "cpu.stat").read_text())
+    assert (stat.user_usec, stat.system_usec) == (1587230, 774211)
+    assert (stat.nr_periods, stat.nr_throttled, stat.throttled_usec) == (1203, 17, 912332)
+
+
+def test_cpu_stat_v1_live_throttled_time_is_ns() -> None:
+    v1 = parse_cpu_stat(live("/sys/fs/cgroup/cpu/cpu.stat"))
+    assert v1.malformed == 0 and v1.user_usec is None  # v1's cpu controller has no usage: that is cpuacct's
+    stat = cpu_stat_from_v1(v1, CpuStat())
+    assert stat.throttled_usec == v1.values["throttled_time"] // 1000
+    assert stat.nr_periods is not None and stat.nr_throttled is not None and stat.user_usec is None
+
+
+def test_cpu_max_v2() -> None:
+    quota = parse_cpu_max((V2 / "cpu.max").read_text())
+    assert (quota.quota_us, quota.period_us, quota.cpus, quota.malformed) == (50000, 100000, 0.5, 0)
+    unlimited = parse_cpu_max((V2 / "cpu.max.unlimited").read_text())
+    assert (unlimited.quota_us, unlimited.period_us, unlimited.cpus, unlimited.malformed) == (None, 100000, None, 0)
+    for bad in ("", "50000", "max", "-1 100000", "50000 100000 7", "50000 max"):
+        assert parse_cpu_max(bad).malformed == 1, bad
+        assert parse_cpu_max(bad).cpus is None
+
+
+def test_cfs_quota_v1_live_and_format() -> None:
+    assert parse_cfs_quota_us(live("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")) == CpuQuota()  # root: -1
+    assert parse_single_value(live("/sys/fs/cgroup/cpu/cpu.cfs_period_us")).value == 100000
+    assert parse_cfs_quota_us("150000\n") == CpuQuota(150000)
+    assert CpuQuota(150000, 100000).cpus == 1.5
+    assert parse_cfs_quota_us("-2\n").malformed == 1 and parse_cfs_quota_us("").malformed == 1
+
+
+def test_memory_max_v2() -> None:
+    assert parse_memory_max((V2 / "memory.max").read_text()) == MemoryLimit(268435456)
+    assert parse_memory_max((V2 / "memory.max.unlimited").read_text()) == MemoryLimit()
+    assert parse_memory_max("1.5G\n").malformed == 1 and parse_memory_max("").malformed == 1
+
+
+def test_memory_limit_v1_unlimited_is_detected() -> None:
+    # the root's limit is the "unlimited" value this kernel prints
+    assert parse_memory_limit_in_bytes(live("/sys/fs/cgroup/memory/memory.limit_in_bytes")) == MemoryLimit()
+    for page_size in (4096, 16384, 65536):  # PAGE_COUNTER_MAX pages, as x86-64 and arm64 print it
+        assert parse_memory_limit_in_bytes(f"{(2**63 - 1) // page_size * page_size}\n") == MemoryLimit()
+    assert parse_memory_limit_in_bytes("268435456\n") == MemoryLimit(268435456)
+    assert parse_memory_limit_in_bytes("-1\n").malformed == 1
+
+
+def test_memory_stat_usage_breakdown_v2() -> None:
+    stat = parse_memory_stat((V2 / "memory.stat").read_text())
+    assert (stat.anon, stat.file, stat.inactive_file) == (41713664, 9691136, 5890048)
+    assert parse_single_value((V2 / "memory.current").read_text()).value == 55406592
+
+
+def test_memory_stat_usage_breakdown_v1_live() -> None:
+    stat = parse_memory_stat(live("/sys/fs/cgroup/memory/memory.stat"))
+    # v1: the hierarchical totals, which are what memory.usage_in_bytes counts
+    assert (stat.anon, stat.file, stat.inactive_file) == (
+        stat.values["total_rss"], stat.values["total_cache"], stat.values["total_inactive_file"])
+    assert parse_single_value(live("/sys/fs/cgroup/memory/memory.usage_in_bytes")).value is not None
+
+
+def test_memory_stat_v1_own_values_do_not_pass_for_hierarchical_ones() -> None:
+    stat = parse_memory_stat("cache 1\nrss 2\ninactive_file 3\ntotal_cache 10\ntotal_rss 20\n"
+                             "total_inactive_file 30\n")
+    assert (stat.anon, stat.file, stat.inactive_file) == (20, 10, 30)
+
+
+def test_cpuacct_v1_live_usage_split_is_ns() -> None:
+    user = parse_single_value(live("/sys/fs/cgroup/cpuacct/cpuacct.usage_user")).value
+    system = parse_single_value(live("/sys/fs/cgroup/cpuacct/cpuacct.usage_sys")).value
+    usage = parse_single_value(live("/sys/fs/cgroup/cpuacct/cpuacct.usage")).value
+    assert user is not None and system is not None and usage is not None and usage > 0
+    # cpuacct.usage is the scheduler's exact ns; the split is sampled at ticks but in the same unit:
+    # the two agree to a few percent (a unit error would be a factor of 1000)
+    assert 0.9 <= (user + system) / usage <= 1.1
+
+
+@pytest.mark.parametrize("resource", ["cpu", "memory", "io"])
+def test_pressure_fixtures(resource: str) -> None:
+    text = (V2 / f"{resource}.pressure").read_text()
+    pressure = parse_pressure(text)
+    assert pressure.malformed == 0
+    expected = {line.split()[0]: int(line.rsplit("total=", 1)[1]) for line in text.splitlines()}
+    assert (pressure.some_usec, pressure.full_usec) == (expected["some"], expected["full"])
+
+
+@pytest.mark.parametrize("resource", ["cpu", "memory", "io"])
+def test_pressure_live_on_the_v2_tree(resource: str) -> None:
+    pressure = parse_pressure(live(f"/sys/fs/cgroup/unified/{resource}.pressure"))
+    assert pressure.malformed == 0 and pressure.some_usec is not None and pressure.full_usec is not None
+
+
+def test_pressure_format() -> None:
+    assert parse_pressure("some avg10=1.00 avg60=0.50 avg300=0.10 total=42\n") == Pressure(42, None)
+    bad = ("some avg10=1.00 total=x\nfull total=1 junk\nhalf avg10=0.00 total=1\nsome avg10=0.00\nsome\n"
+           "full avg10=0.00 avg60=0.00 avg300=0.00 total=7\n")
+    assert parse_pressure(bad) == Pressure(None, 7, 5)
+
+
+@settings(max_examples=200, deadline=None)
+@given(some=uints, full=st.one_of(st.none(), uints), avgs=st.lists(
+    st.tuples(st.integers(0, 100), st.integers(0, 99)), min_size=3, max_size=3))
+def test_pressure_round_trip(some: int, full: int | None, avgs: list[tuple[int, int]]) -> None:
+    avg = " ".join(f"avg{w}={a}.{b:02d}" for w, (a, b) in zip((10, 60, 300), avgs, strict=True))
+    text = f"some {avg} total={some}\n" + (f"full {avg} total={full}\n" if full is not None else "")
+    assert parse_pressure(text) == Pressure(some, full, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(quota=st.one_of(st.none(), uints), period=st.integers(1000, 1_000_000))
+def test_cpu_max_round_trip(quota: int | None, period: int) -> None:
+    parsed = parse_cpu_max(f"{'max' if quota is None else quota} {period}\n")
+    assert (parsed.quota_us, parsed.period_us, parsed.malformed) == (quota, period, 0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(value=st.integers(0, 2**64 - 1))
+def test_memory_limits_round_trip(value: int) -> None:
+    assert parse_memory_max(f"{value}\n") == MemoryLimit(value)
+    v1 = parse_memory_limit_in_bytes(f"{value}\n")
+    assert v1 == (MemoryLimit() if value >= V1_MEMORY_UNLIMITED_MIN else MemoryLimit(value))
+    assert parse_single_value(f"{value}\n") == SingleValue(value)
