@@ -43,9 +43,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
 from bench.floor import MapBatchReader, NetlinkFloor, OpenRecorder, floor_parts
-from bench.node_env import NodePods, ServerProcess, agent_yaml, leftovers, populate_maps
+from bench.node_env import NodePods, ServerProcess, agent_yaml, ebpf_sources, leftovers, populate_maps
 from kpod_otel.assembly import build_agent
-from kpod_otel.bpf.collector import BpfCollector
 from kpod_otel.config import parse_config
 
 WARMUP_CYCLES = 3
@@ -102,7 +101,7 @@ def bench(node: NodePods, n: int, cycles: int, profile: str, recorder: OpenRecor
         assembled = build_agent(config, console=False, export=True)
         assembled.start()
         collectors = assembled.pipeline.collectors
-        bpf = [c for c in collectors if isinstance(c, BpfCollector) and c.available]
+        bpf = ebpf_sources(collectors)
         populate_maps(collectors, node.cgroup_ids(pods))
         agent = assembled.agent
         for _ in range(WARMUP_CYCLES):

@@ -35,7 +35,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 CGROUP_ROOT = "/sys/fs/cgroup"
-HIERARCHIES = ("blkio", "memory", "cpu", "pids", "unified")
+HIERARCHIES = ("blkio", "memory", "cpu", "cpuacct", "pids", "unified")
 QOS_REL = "kubepods.slice/kubepods-burstable.slice"
 PREFIX = "kpt-bench-"
 NODE = "kpt-bench-node"
@@ -325,17 +325,23 @@ def _fill(obj: Any, seed: int) -> None:
             setattr(obj, name, seed * 7 + len(name))
 
 
+def ebpf_sources(collectors: list[Any]) -> list[Any]:
+    """The loaded eBPF collectors, also those inside a collector that composes eBPF and cgroup files (cpu,
+    memory: their `ebpf`)."""
+    from kpod_otel.bpf.collector import BpfCollector
+
+    found = [getattr(c, "ebpf", None) or c for c in collectors]
+    return [c for c in found if isinstance(c, BpfCollector) and c.available]
+
+
 def populate_maps(collectors: list[Any], cgroup_ids: list[int]) -> int:
     """Write one entry per cgroup id into every per-cgroup map of every loaded eBPF collector, as if each
     container had scheduled, faulted and talked TCP. Returns the number of entries written."""
     import ctypes
 
-    from kpod_otel.bpf.collector import BpfCollector
 
     written = 0
-    for c in collectors:
-        if not isinstance(c, BpfCollector) or not c.available:
-            continue
+    for c in ebpf_sources(collectors):
         program = c._program  # the bench reaches into the loaded program to write its maps
         for map_name in program.spec.cgroup_maps:
             table = program.table(map_name)

@@ -54,6 +54,7 @@ class CgroupFiles:
     def __init__(self, fs: CgroupFS, problems: ProblemLog) -> None:
         self.fs = fs
         self.problems = problems
+        self._bases: dict[str, str | None] = {}
         blkio_root = fs.v1_dir("blkio", "")
         self._has_bfq = blkio_root is not None and os.path.exists(os.path.join(blkio_root, _BFQ[0]))
 
@@ -70,11 +71,15 @@ class CgroupFiles:
         """`parse` of the file `name` of cgroup `rel` in `controller`'s hierarchy (the v2 directory on v2,
         `controller` "unified": the v2 tree, also on hybrid nodes); None when that hierarchy is not mounted or
         the file cannot be read. `optional`: a file the kernel may not have (see `ProblemLog`)."""
-        directory = self.fs.v2_dir(rel) if controller == "unified" else self.fs.controller_dir(controller, rel)
-        if directory is None:
+        if controller not in self._bases:  # once per controller: where its hierarchy is (None: not mounted)
+            self._bases[controller] = (self.fs.v2_dir("") if controller == "unified"
+                                       else self.fs.controller_dir(controller, ""))
+        base = self._bases[controller]
+        if base is None:
             return None
-        return self.problems.read_parsed(key, os.path.join(directory, name), parse, lambda: self.fs.exists(rel),
-                                         optional)
+        rel = rel.strip("/")
+        path = f"{base}/{rel}/{name}" if rel else f"{base}/{name}"  # thousands per cycle: no os.path.join
+        return self.problems.read_parsed(key, path, parse, lambda: self.fs.exists(rel), optional)
 
     def io(self, key: str, rel: str) -> dict[str, DeviceIO] | None:
         """Cumulative block I/O per `maj:min`: v2 `io.stat`; v1 `blkio.throttle.*_recursive`, or the BFQ
@@ -119,26 +124,34 @@ class CgroupFiles:
             return self.read(key, rel, "memory", "memory.limit_in_bytes", parse_memory_limit_in_bytes)
         return self.read(key, rel, "memory", "memory.max", parse_memory_max)
 
-    def cpu_stat(self, key: str, rel: str, in_v2_tree: bool | None = None) -> CpuStat | None:
-        """CPU time and throttling in v2 `cpu.stat` terms. v2: `cpu.stat`. v1 and hybrid: throttling from the
-        cpu controller's `cpu.stat`; CPU time from the v2 tree's `cpu.stat` when the cgroup is in one (hybrid
-        nodes: the kernel keeps this base statistic in cgroup2 without any controller, to the µs, its split
-        scaled to the exact total), else from `cpuacct.usage_user`/`usage_sys` (ns, the split sampled at
-        ticks). `in_v2_tree`: whether `rel` exists in the v2 tree (None: look)."""
+    def cpu_stat(self, key: str, rel: str, in_v2_tree: bool | None = None, throttling: bool = True) -> CpuStat | None:
+        """CPU time and throttling in v2 `cpu.stat` terms. v2: `cpu.stat`. v1 and hybrid: CPU time from the v2
+        tree's `cpu.stat` when the cgroup is in one (hybrid nodes: the kernel keeps this base statistic in
+        cgroup2 without any controller, to the µs, its split scaled to the exact total), else from
+        `cpuacct.usage_user`/`usage_sys` (ns, the split sampled at ticks); throttling from the cpu controller's
+        `cpu.stat`, read only when `throttling` (the kernel counts periods only under a quota).
+        `in_v2_tree`: whether `rel` exists in the v2 tree (None: look). None when nothing could be read."""
         if not self.v1:
             return self.read(key, rel, "cpu", "cpu.stat", parse_cpu_stat)
-        throttling = self.read(key, rel, "cpu", "cpu.stat", parse_cpu_stat)
-        if throttling is None:
-            return None
+        v1 = CpuStat()
+        if throttling:
+            read = self.read(key, rel, "cpu", "cpu.stat", parse_cpu_stat)
+            if read is None:
+                return None  # gone: its other files would fail the same way
+            v1 = read
         if in_v2_tree is None:
             in_v2_tree = self.fs.cgroup_id(rel) is not None
+        time: CpuStat | None
         if in_v2_tree:
             time = self.read(key, rel, "unified", "cpu.stat", parse_cpu_stat)
         else:
             user = self.read(key, rel, "cpuacct", "cpuacct.usage_user", parse_single_value, optional=True)
-            system = self.read(key, rel, "cpuacct", "cpuacct.usage_sys", parse_single_value, optional=True)
+            system = (None if user is None else
+                      self.read(key, rel, "cpuacct", "cpuacct.usage_sys", parse_single_value, optional=True))
             time = None if user is None or system is None else cpuacct_time(user, system)
-        return cpu_stat_from_v1(throttling, time or CpuStat())
+        if time is None and not throttling:
+            return None
+        return cpu_stat_from_v1(v1, time or CpuStat())
 
     def cpu_quota(self, key: str, rel: str) -> CpuQuota | None:
         """The CFS bandwidth limit: v2 `cpu.max`; v1 `cpu.cfs_quota_us` and, only when there is a quota,

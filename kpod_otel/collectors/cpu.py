@@ -3,9 +3,10 @@ CPU limit from the cgroup files — one configuration name, two sources.
 
 - eBPF (`ebpf/cpu_sched.c`, `CpuSchedCollector`), when it can run on the node.
 - The cgroup files (`CgroupFiles.cpu_stat`, `.cpu_quota`), always: they need no eBPF. `kpod.cpu.time` by
-  `cpu.mode`, `kpod.cpu.periods`, `kpod.cpu.throttled.periods`, `kpod.cpu.throttled.time` are the kernel's
-  cumulative values for the container's cgroup; `kpod.cpu.limit` is quota / period, and has no point when
-  the container has no CPU limit.
+  `cpu.mode` is the kernel's cumulative CPU time of the container's cgroup. `kpod.cpu.limit` (quota / period)
+  and the throttling counters `kpod.cpu.periods`, `kpod.cpu.throttled.periods`, `kpod.cpu.throttled.time`
+  exist only for a container with a CPU limit: without a CFS quota the kernel counts no periods (they would
+  be zeros forever), so they are neither read nor exported.
 """
 
 from __future__ import annotations
@@ -57,20 +58,23 @@ class CpuCollector(Collector):
             key = target.key
             for container in target.containers:
                 rel, attrs = container.cgroup_path, container.attributes()
-                stat = self._files.cpu_stat(key, rel, in_v2_tree=container.cgroup_id is not None)
-                if stat is None:
+                quota = self._files.cpu_quota(key, rel)
+                if quota is None:
                     continue  # gone (or no cpu cgroup): its other files would fail the same way
-                if stat.user_usec is not None and stat.system_usec is not None:
+                cpus = quota.cpus
+                limited = cpus is not None
+                stat = self._files.cpu_stat(key, rel, in_v2_tree=container.cgroup_id is not None, throttling=limited)
+                if stat is not None and stat.user_usec is not None and stat.system_usec is not None:
                     snap.add(key, CPU_TIME, stat.user_usec / 1e6, {**attrs, MODE_ATTR: "user"})
                     snap.add(key, CPU_TIME, stat.system_usec / 1e6, {**attrs, MODE_ATTR: "system"})
-                if stat.nr_periods is not None and stat.nr_throttled is not None:
+                if cpus is None:
+                    continue  # no quota: no periods, no throttling, no limit
+                snap.add(key, CPU_LIMIT, cpus, attrs)
+                if stat is not None and stat.nr_periods is not None and stat.nr_throttled is not None:
                     snap.add(key, PERIODS, stat.nr_periods, attrs)
                     snap.add(key, THROTTLED_PERIODS, stat.nr_throttled, attrs)
-                if stat.throttled_usec is not None:
+                if stat is not None and stat.throttled_usec is not None:
                     snap.add(key, THROTTLED_TIME, stat.throttled_usec / 1e6, attrs)
-                quota = self._files.cpu_quota(key, rel)
-                if quota is not None and quota.cpus is not None:
-                    snap.add(key, CPU_LIMIT, quota.cpus, attrs)
         self._files.problems.prune(t.key for t in targets)
         return snap
 

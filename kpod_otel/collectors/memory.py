@@ -54,6 +54,10 @@ class MemoryCollector(Collector):
         self._ebpf = ebpf
 
     @property
+    def ebpf(self) -> MemoryBpfCollector | None:
+        return self._ebpf
+
+    @property
     def ebpf_loaded(self) -> bool:
         return self._ebpf is not None and self._ebpf.available
 

@@ -132,10 +132,9 @@ def test_burner_under_quota_v2_tree(cgroup_tree: CgroupTree) -> None:
     assert total >= 0.2  # it did burn
     check_throttling(points, limited, path, wall, total)
 
-    # the idle container: no time, periods only with a quota, and no limit point (unlimited)
+    # the idle container: no time; no CPU limit, so no limit point and no throttling series
     assert by_container(points, CPU_TIME, free) == {"user": 0.0, "system": 0.0}
-    assert by_container(points, PERIODS, free) == {"": 0}
-    assert by_container(points, CPU_LIMIT, free) == {}
+    assert all(by_container(points, m, free) == {} for m in (CPU_LIMIT, PERIODS, THROTTLED_PERIODS, THROTTLED_TIME))
     assert stats.total("kpod.agent.errors") == 0
 
 

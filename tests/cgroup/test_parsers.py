@@ -486,8 +486,8 @@ def test_pressure_live_on_the_v2_tree(resource: str) -> None:
 def test_pressure_format() -> None:
     assert parse_pressure("some avg10=1.00 avg60=0.50 avg300=0.10 total=42\n") == Pressure(42, None)
     bad = ("some avg10=1.00 total=x\nfull total=1 junk\nhalf avg10=0.00 total=1\nsome avg10=0.00\nsome\n"
-           "full avg10=0.00 avg60=0.00 avg300=0.00 total=7\n")
-    assert parse_pressure(bad) == Pressure(None, 7, 5)
+           "total=3\nsome total=-1\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n")
+    assert parse_pressure(bad) == Pressure(None, 7, 7)
 
 
 @settings(max_examples=200, deadline=None)
