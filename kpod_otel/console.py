@@ -1,9 +1,10 @@
 """A terminal table of one cycle's points: one row per target (pod or local workload).
 
 Reads the cycle's structured points (never the encoded OTLP), and skips the agent's own Resource by its
-key. The columns come from the metric catalog: a counter whose first event is the signal (OOM kills,
-retransmits) shows its total, other counters a per-second rate, histograms their mean over the interval,
-gauges their value; a column appears once some target has a point of its metric. Under DELTA temporality
+key. CPU % (the rate of `kpod.cpu.time`, x100) and the memory working set lead; the other columns come
+from the metric catalog: a counter whose first event is the signal (OOM kills, retransmits) shows its
+total, other counters a per-second rate, histograms their mean over the interval, gauges their value; a
+column appears once some target has a point of its metric. Under DELTA temporality
 (OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE) a point already is the interval's count: the rate and
 the mean come from it alone, and a "total" column shows the last interval's count.
 """
@@ -25,7 +26,7 @@ class Column:
     header: str
     metric: str
     kind: str  # "rate": per-second rate of a cumulative sum; "value": current value; "mean": histogram mean
-    scale: float = 1.0  # multiply before display (e.g. s -> ms)
+    scale: float = 1.0  # multiply before display (e.g. s -> ms, CPU s/s -> %)
 
 
 def column_of(m: MetricDef) -> Column:
@@ -37,7 +38,15 @@ def column_of(m: MetricDef) -> Column:
     return Column(short, m.name, "value")
 
 
-COLUMNS: tuple[Column, ...] = tuple(column_of(m) for m in METRICS if m.level is not Level.AGENT)
+# The columns a user looks at first, leading the table in a form of their own; every other metric of a
+# pod or container follows in catalog order, shown as column_of says.
+LEADING: tuple[Column, ...] = (
+    Column("CPU %", "kpod.cpu.time", "rate", 100.0),  # CPU seconds per second, user + system
+    Column("mem ws", "kpod.mem.working_set", "value"),
+)
+COLUMNS: tuple[Column, ...] = (*LEADING, *(
+    column_of(m) for m in METRICS
+    if m.level is not Level.AGENT and m.name not in {c.metric for c in LEADING}))
 
 
 def _name(resource: Mapping[str, object], key: str) -> str:
@@ -131,15 +140,16 @@ class TableRenderer:
         if delta:  # the points count the interval since the previous cycle
             if c.kind == "mean":
                 return total / count * c.scale if count else None
-            return total / (at - prev[0]) if prev is not None and at > prev[0] else None
+            return total / (at - prev[0]) * c.scale if prev is not None and at > prev[0] else None
         old = prev[1].get(name, {}).get(c.metric) if prev else None
         if c.kind == "mean":
             if old is not None and count > old[1]:
                 return (total - old[0]) / (count - old[1]) * c.scale
             return total / count * c.scale if count else None
         if old is None or prev is None or at <= prev[0]:
-            return None if prev is not None else total
-        return max(0.0, total - old[0]) / (at - prev[0])
+            # first cycle: the cumulative total, except for a scaled rate (a percentage), which needs two
+            return None if prev is not None or c.scale != 1.0 else total
+        return max(0.0, total - old[0]) / (at - prev[0]) * c.scale
 
     def deliver(self, result: CycleResult, deadline_s: float, cancel: threading.Event | None = None) -> bool:
         """CycleSink: print a table of this cycle."""
