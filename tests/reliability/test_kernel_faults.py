@@ -115,7 +115,12 @@ def test_agent_without_ebpf_still_exports_cgroup_metrics(tmp_path: Path, fault: 
         faults = metrics["kpod.mem.major.page.faults"].sum.data_points
         cid = pod.pod["status"]["containerStatuses"][0]["containerID"].split("://")[1]
         assert {attrs(dp.attributes)["container.id"] for dp in faults} == {cid}
-        assert not [name for name in metrics if name.startswith(("kpod.cpu.", "kpod.net.tcp.", "kpod.syscall."))]
+        ebpf_only = ("kpod.cpu.runqueue.", "kpod.cpu.context.", "kpod.net.tcp.", "kpod.syscall.")
+        assert not [name for name in metrics if name.startswith(ebpf_only)]
+        # CPU time comes from the cgroup files: it needs no eBPF (issue 15)
+        cpu_time = metrics["kpod.cpu.time"].sum.data_points
+        assert {(attrs(dp.attributes)["container.id"], attrs(dp.attributes)["cpu.mode"]) for dp in cpu_time} == {
+            (cid, "user"), (cid, "system")}
         errors = got["kpod-otel"]["kpod.agent.errors"].sum.data_points
         by_kind = {(attrs(dp.attributes)["kpod.component"], attrs(dp.attributes)["error.type"]): dp.as_int
                    for dp in errors}
