@@ -92,8 +92,17 @@ PRODUCED_IN: dict[str, tuple[str, str | None]] = {
     "kpod.disk.reads": ("worker", "main"),
     "kpod.disk.writes": ("worker", "main"),
     **{m: ("web", None) for m in SEED_METRICS if m.startswith(("kpod.net.iface.", "kpod.fs."))},
+    # issue 15: CPU time and pressure where the spinners ran; the limit and throttling where a CPU quota is
+    # set; memory where a memory limit is set
+    "kpod.cpu.time": ("web", "app"),
+    "kpod.pressure.stall.time": ("web", "app"),
+    **{m: ("worker", "main") for m in ("kpod.cpu.limit", "kpod.cpu.periods", "kpod.cpu.throttled.periods",
+                                       "kpod.cpu.throttled.time")},
+    **{m: ("worker", "sidecar") for m in ("kpod.mem.usage", "kpod.mem.working_set", "kpod.mem.rss",
+                                          "kpod.mem.cache", "kpod.mem.limit")},
 }
-assert set(PRODUCED_IN) == set(SEED_METRICS) and len(SEED_METRICS) == 27
+assert set(PRODUCED_IN) == set(SEED_METRICS) and len(SEED_METRICS) == 38
+CPU_QUOTA_US = 200_000  # two CPUs per 100 ms period: counted periods, never throttled on this 2-CPU node
 
 # ethernet frame with the local-experimental EtherType 0x88b5: no protocol handler takes it
 UNKNOWN_ETHERTYPE = """
@@ -221,6 +230,7 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         (sidecar_mem / "memory.limit_in_bytes").write_text(str(LIMIT))
         (sidecar_mem / "memory.swappiness").write_text("0")  # no swap to escape to: the kernel must kill
         node.throttle_rule(worker, "main", disk, HUGE_BPS)  # switches the v1 blkio statistics on
+        (worker.cgroup_dir("cpu", "main") / "cpu.cfs_quota_us").write_text(str(CPU_QUOTA_US))
 
         direct_file = scratch / "direct"
         with direct_file.open("wb") as f:  # allocated and on disk before the measured process runs
@@ -383,6 +393,9 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         # memory: the v1 memory controller's own counters
         assert delta("kpod.mem.oom.kills", worker, "sidecar") == truth.oom == 1
         assert delta("kpod.mem.oom.kills", worker, "main") == 0
+        # the limits the test set, read back through the cgroup files (issue 15)
+        assert number(final.pod(worker.uid), "kpod.cpu.limit", **container_attrs(worker, "main")) == 2.0
+        assert number(final.pod(worker.uid), "kpod.mem.limit", **container_attrs(worker, "sidecar")) == LIMIT
         assert faults == majflt >= 1000  # 2048 cold pages, one fault each
 
         # syscalls (worker/sidecar: N_FAIL failing and M_OK succeeding stat() calls, and the hog)
