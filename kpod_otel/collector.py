@@ -5,7 +5,7 @@ reads its sources *once* into a `CollectorSnapshot`: raw values (as the kernel c
 target key and metric name, and histograms already bucketed by the kernel as `HistogramPoint`s. The
 pipeline (`kpod_otel.export.pipeline`) turns them into series (`export/series.py`: start times, resets,
 end of series) and structured points per target. A collector says since when its values of a target
-have been counting (`origin_ns`) and whether a container without an entry in its source has simply had
+have been counting (`origin_ns`, per metric) and whether a container without an entry in its source has simply had
 no event yet (`first_event_zeros`).
 """
 
@@ -84,10 +84,12 @@ class Collector(ABC):
         skip that target's points, log, and count it through the agent's self-metrics.
         """
 
-    def origin_ns(self, target: Target) -> int | None:
-        """A time no later than the first event this collector's cumulative values of `target` can
-        include, or None when unknown (the pipeline then takes the first observation as the baseline).
-        Kernel objects of a pod (cgroups, its network namespace) are created after the pod object."""
+    def origin_ns(self, target: Target, metric: str) -> int | None:
+        """A time no later than the first event this collector's cumulative values of `metric` for
+        `target` can include, or None when unknown (the pipeline then takes the first observation as the
+        baseline). Kernel objects of a pod (cgroups, its network namespace) are created after the pod
+        object. A collector composing sources that count from different times (eBPF since its program's
+        load, cgroup files since the cgroup's creation) says per metric."""
         return target.created_ns or None
 
     def first_event_zeros(self, container: ContainerTarget) -> bool:

@@ -69,7 +69,7 @@ class BpfCollector(Collector):
         self._maybe_sweep(keys)
         return snap
 
-    def origin_ns(self, target: Target) -> int | None:
+    def origin_ns(self, target: Target, metric: str) -> int | None:
         """The later of the program's load and the pod's creation: map entries count from then on."""
         return max(self._loaded_ns, target.created_ns)
 

@@ -39,6 +39,7 @@ class CpuCollector(Collector):
         """`ebpf`: the eBPF source, when eBPF may run on this node (it may still have failed to load)."""
         self._files = CgroupFiles(fs, ProblemLog(self.name, stats, log))
         self._ebpf = ebpf
+        self._ebpf_metrics = frozenset(() if ebpf is None else (s.name for s in ebpf.instruments()))
         if fs.version is CgroupVersion.V1 and fs.v1_dir("cpuacct", "") is None:
             log.warning("cpu: no v1 cpuacct hierarchy is mounted: kpod.cpu.time is not reported on this node")
             stats.error(self.name, "unsupported")
@@ -50,6 +51,13 @@ class CpuCollector(Collector):
     def instruments(self) -> Sequence[InstrumentSpec]:
         files = specs(CPU_TIME, PERIODS, THROTTLED_PERIODS, THROTTLED_TIME, CPU_LIMIT)
         return files if self._ebpf is None else (*self._ebpf.instruments(), *files)
+
+    def origin_ns(self, target: Target, metric: str) -> int | None:
+        """eBPF's metrics count from its program's load (or the pod's creation, the later); the files'
+        since the cgroup's creation, after the pod's."""
+        if self._ebpf is not None and metric in self._ebpf_metrics:
+            return self._ebpf.origin_ns(target, metric)
+        return super().origin_ns(target, metric)
 
     def collect(self, targets: Sequence[Target]) -> CollectorSnapshot:
         ebpf = self._ebpf

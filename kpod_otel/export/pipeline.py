@@ -169,17 +169,17 @@ class MetricsPipeline:
         self._report_dropped(dropped)
         return CycleResult(now_ns, points, time.perf_counter() - started, durations, self._encode)
 
-    def _origin(self, collector: Collector, by_key: Mapping[str, Target]) -> Callable[[str], int | None]:
+    def _origin(self, collector: Collector, by_key: Mapping[str, Target]) -> Callable[[str, str], int | None]:
         agent_start = self._stats.started_ns
         fallback = self._unknown_origin_ns
 
-        def origin(key: str) -> int | None:
+        def origin(key: str, metric: str) -> int | None:
             if key == AGENT_TARGET_KEY:
                 return agent_start  # the agent's counters count since its stats were created
             target = by_key.get(key)
             if target is None:
                 return None
-            known = collector.origin_ns(target)
+            known = collector.origin_ns(target, metric)
             return known if known is not None else fallback
 
         return origin

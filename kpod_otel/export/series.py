@@ -4,9 +4,9 @@ A series is a target key + a metric + an attribute set. For each one this keeps 
 last raw value and when it was seen, and an offset (the baseline subtracted from raw values), so that
 (OTel data model, "Resets and Gaps"):
 
-- **Start time from the source.** A new cumulative series starts at its collector's `origin_ns(target)`
-  (a time no later than the first event its source could have counted: the pod's creation for cgroup
-  files and interface counters, the later of the program's load and the pod's creation for eBPF). When
+- **Start time from the source.** A new cumulative series starts at its collector's `origin_ns(target,
+  metric)` (a time no later than the first event its source could have counted: the pod's creation for
+  cgroup files and interface counters, the later of the program's load and the pod's creation for eBPF). When
   the origin is unknown (or later than now), the first observation is the baseline: the series starts
   then and reports only what was counted after it, never a lifetime total under a recent start time.
 - **Resets.** A monotonic sum (or a histogram bucket) that goes down starts a new series at the time of
@@ -103,11 +103,11 @@ class _TargetState:
 @dataclass(frozen=True, slots=True)
 class SourceInput:
     """One collector's contribution to a cycle. `snapshot` None: the collector failed as a whole (its
-    series are neither reported nor ended). `origin(target_key)`: see the module docstring."""
+    series are neither reported nor ended). `origin(target_key, metric)`: see the module docstring."""
 
     source: int
     snapshot: CollectorSnapshot | None
-    origin: Callable[[str], int | None]
+    origin: Callable[[str, str], int | None]
 
 
 # Called with (target key, what went wrong) when a value cannot be used; the target's points of that
@@ -289,7 +289,7 @@ class SeriesTracker:
                     del generation[key]
         if ended:
             return None
-        origin = inp.origin(key)
+        origin = inp.origin(key, name)
         if origin is None or origin <= 0 or origin > now_ns or (delta and origin < self._delta_since_ns):
             return None
         return origin

@@ -43,8 +43,8 @@ class Tee(Collector):
         self.last = self.real.collect(targets)
         return self.last
 
-    def origin_ns(self, target: Target) -> int | None:
-        return self.real.origin_ns(target)
+    def origin_ns(self, target: Target, metric: str) -> int | None:
+        return self.real.origin_ns(target, metric)
 
 
 class Replay(Tee):

@@ -23,6 +23,7 @@ agent left behind.
 
 from __future__ import annotations
 
+import calendar
 import os
 import shutil
 import signal
@@ -265,6 +266,7 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.endpoint
         progs_before = loaded_prog_ids()
         started = time.monotonic()
+        started_ns = time.time_ns()
         agent = subprocess.Popen([str(kpod_otel), "run", "--config", str(agent_config(tmp_path, api, ca))],
                                  env=env, stdout=agent_log, stderr=subprocess.STDOUT)
         first = wait_cycle_after(receiver, 0, timeout=60)
@@ -374,6 +376,19 @@ def test_every_seed_metric_under_its_pod(node: Node, scratch: Path, tmp_path: Pa
         assert sum(rq.bucket_counts) == rq.count
         assert abs(rq.sum - run_delay_s) <= 0.1 * run_delay_s + 10e-6 * rq.count
         assert sum(c for b, c in zip(rq.bounds, rq.bucket_counts, strict=False) if b >= 1e-3) >= 5
+
+        # start times of the composed `cpu` collector's two sources: the cgroup files count since the
+        # container's cgroup was created (after the pod object), eBPF's maps only since the program's load
+        created = calendar.timegm(time.strptime(web.api["metadata"]["creationTimestamp"], "%Y-%m-%dT%H:%M:%SZ"))
+        assert created * 10**9 < started_ns
+        for metric, since in (("kpod.cpu.time", created * 10**9), ("kpod.cpu.context.switches", None)):
+            starts = {dp.start_time_unix_nano for dp in matching(final.pod(web.uid), metric,
+                                                                 **container_attrs(web, "app"))}
+            assert starts, metric
+            if since is None:
+                assert all(started_ns < s < first.at_ns for s in starts), (metric, starts, started_ns)
+            else:
+                assert starts == {since}, (metric, starts, since)
 
         # TCP over the lossy veth: the bytes the test sent (+1 per connection and direction for the FIN)
         assert 0 <= delta("kpod.net.tcp.bytes.sent", worker, "main") - CONNS * PAYLOAD <= CONNS

@@ -54,7 +54,7 @@ class Scripted(Collector):
             self.script(self.cycle, t, snap)
         return snap
 
-    def origin_ns(self, target: Target) -> int | None:
+    def origin_ns(self, target: Target, metric: str) -> int | None:
         return self.origin
 
     def first_event_zeros(self, container: ContainerTarget) -> bool:
