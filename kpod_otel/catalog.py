@@ -164,7 +164,10 @@ METRICS: tuple[MetricDef, ...] = (
     # Memory usage (cgroup files)
     MetricDef("kpod.mem.usage", G, "By", "Memory charged to the container (anonymous, page cache, kernel)",
               CT, "memory", "`memory.current` (v2) / `memory.usage_in_bytes` (v1)"),
-    # CPU time, throttling and limit (cgroup files; no eBPF needed)
+    # CPU time, throttling and limit (cgroup files; no eBPF needed). Like every counter read from the kernel,
+    # asynchronous. Throttling is not `first_event`: under a quota the file itself reports 0 before the first
+    # throttled period (no zeros to add), its signal is a share of periods (a rate, not a total), and a
+    # container without a quota has no throttling series at all (zeros would claim a limit it does not have).
     MetricDef("kpod.cpu.time", C, "s", "CPU time used by the container's tasks, by cpu.mode (user / system)",
               CT, "cpu", "`cpu.stat` `user_usec`/`system_usec` (v2; hybrid: the v2 tree's) / "
               "`cpuacct.usage_user`, `cpuacct.usage_sys` (ns, v1)", ("cpu.mode",)),

@@ -123,6 +123,15 @@ def test_every_collector_declares_its_catalog_entries_unchanged() -> None:
         assert declared[name][1] in kinds, name
 
 
+def test_counters_read_from_the_kernel_are_asynchronous() -> None:
+    """Only the agent increments counters itself as things happen (export/temporality.py: under
+    lowmemory, synchronous counters go DELTA); every pod or container counter is a total the kernel
+    keeps (cgroup files, interface statistics, BPF maps), read each cycle."""
+    for m in METRICS:
+        if m.level is not Level.AGENT:
+            assert not m.synchronous, m.name
+
+
 def test_one_vocabulary_for_collector_names() -> None:
     """The configuration's names are the collectors' names (the `kpod.collector`/`kpod.component` values)."""
     assert tuple(COLLECTORS) == catalog.COLLECTORS
