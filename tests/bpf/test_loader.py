@@ -124,8 +124,11 @@ config = Config(profile=Profile.COMPREHENSIVE,
                 cgroup=CgroupConfig(root="/sys/fs/cgroup", proc_root="/proc", sys_root="/sys"))
 fs = cgroup_fs(config)
 collectors = build_collectors(config, fs, stats)
-assert [c.name for c in collectors] == ["memory", "disk", "network", "filesystem", "agent"]
-assert not collectors[0].ebpf_loaded  # memory from the cgroup files
+assert [c.name for c in collectors] == ["cpu", "memory", "disk", "network", "filesystem", "agent"]
+assert collectors[0].ebpf is None  # CPU time, throttling and limit from the cgroup files alone
+assert {s.name for s in collectors[0].instruments()} == {
+    "kpod.cpu.time", "kpod.cpu.periods", "kpod.cpu.throttled.periods", "kpod.cpu.throttled.time", "kpod.cpu.limit"}
+assert not collectors[1].ebpf_loaded  # memory from the cgroup files
 for collector in collectors:
     collector.close()
 c = CpuSchedCollector(stats, bpf_environment(config, fs))
