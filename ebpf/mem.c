@@ -1,23 +1,40 @@
-// Memory per cgroup: OOM kills charged to the victim, major page faults charged to the faulting task.
+// OOM kills per cgroup, charged to the victim.
 //
-// oom:mark_victim runs in the context of the task that triggered the OOM killer, not of the victim, so
-// the victim's pid is remembered and counted when that task exits (sched:sched_process_exit runs in the
-// exiting task, so bpf_get_current_cgroup_id() is the victim's cgroup). Major faults come from the perf
-// software event PAGE_FAULTS_MAJ with sample_period=1: it fires in the faulting task for every fault.
+// The OOM killer (__oom_kill_process) sends the victim SIGKILL and then marks it (oom:mark_victim), both
+// in the context of the task that triggered the OOM killer, and counts the kill in the memory cgroup's
+// oom_kill. oom:mark_victim alone also fires without a kill: for a task that is already exiting (it is
+// only given access to reserves so that it can exit). So a mark counts only when this same task has just
+// sent SIGKILL from the kernel (signal:signal_generate, SI_KERNEL) to that pid: exactly the kills the
+// memory cgroup counts. The victim's pid is remembered and counted when it exits
+// (sched:sched_process_exit runs in the exiting task, so bpf_get_current_cgroup_id() is its cgroup).
 #include "kpod.h"
 
-#define MAP_OOM_KILLS 0
-#define MAP_MAJOR_FAULTS 1
-#define MAP_OOM_VICTIMS 2
+#define KPOD_SIGKILL 9
+#define KPOD_SI_KERNEL 0x80
 
-BPF_HASH(oom_victims, u32, u32, 1024);  // pid marked by the OOM killer -> 1
+BPF_TABLE("lru_hash", u32, u32, kernel_sigkill, 1024);  // sending tid -> pid it just sent SIGKILL to
+BPF_HASH(oom_victims, u32, u32, 1024);  // pid killed by the OOM killer -> 1
 BPF_HASH(oom_kills, u64, u64, KPOD_MAX_CGROUPS);
-BPF_PERCPU_HASH(major_faults, u64, u64, KPOD_MAX_CGROUPS);
+
+TRACEPOINT_PROBE(signal, signal_generate) {
+    if (args->sig != KPOD_SIGKILL || args->code != KPOD_SI_KERNEL)
+        return 0;
+    u32 tid = bpf_get_current_pid_tgid();
+    u32 target = args->pid;
+    kernel_sigkill.update(&tid, &target);
+    return 0;
+}
 
 TRACEPOINT_PROBE(oom, mark_victim) {
+    u32 tid = bpf_get_current_pid_tgid();
     u32 pid = args->pid;
+    u32 *target = kernel_sigkill.lookup(&tid);
+    if (!target || *target != pid)
+        return 0;  // marked without a kill: the task was exiting anyway
+    kernel_sigkill.delete(&tid);
     u32 one = 1;
-    kpod_count_failure(MAP_OOM_VICTIMS, oom_victims.update(&pid, &one));
+    if (oom_victims.update(&pid, &one))
+        kpod_count_loss(KPOD_LOSS_OOM_VICTIMS);
     return 0;
 }
 
@@ -27,37 +44,12 @@ TRACEPOINT_PROBE(sched, sched_process_exit) {
         return 0;
     oom_victims.delete(&pid);
     u64 cgroup_id = bpf_get_current_cgroup_id();  // current is the victim
-    u64 *n = oom_kills.lookup(&cgroup_id);
+    u64 zero = 0;
+    u64 *n = oom_kills.lookup_or_try_init(&cgroup_id, &zero);
     if (!n) {
-        u64 zero = 0;
-        kpod_count_failure(MAP_OOM_KILLS, oom_kills.insert(&cgroup_id, &zero));
-        n = oom_kills.lookup(&cgroup_id);
-        if (!n)
-            return 0;
+        kpod_count_loss(KPOD_LOSS_OOM_KILLS);
+        return 0;
     }
     __sync_fetch_and_add(n, 1);
-    return 0;
-}
-
-int kpod_major_fault(void *ctx) {
-    u64 cgroup_id = bpf_get_current_cgroup_id();  // the faulting task
-    u64 *n = major_faults.lookup(&cgroup_id);
-    if (!n) {
-        u64 zero = 0;
-        int err = major_faults.insert(&cgroup_id, &zero);
-        kpod_count_failure(MAP_MAJOR_FAULTS, err);
-        n = major_faults.lookup(&cgroup_id);
-        if (!n)
-            return 0;
-    }
-    *n += 1;  // per-CPU value: no atomics needed
-    return 0;
-}
-
-// A removed cgroup's entries are deleted by user space after one more read (see kpod.h).
-TRACEPOINT_PROBE(cgroup, cgroup_rmdir) {
-    if (args->root != KPOD_V2_HIERARCHY)
-        return 0;
-    kpod_note_removed(args->id);
     return 0;
 }

@@ -1,13 +1,19 @@
-// System calls per cgroup: completed calls and errors (return value < 0), optionally the latency.
+// System calls per cgroup: calls, errors returned to user space, optionally the latency.
 //
 // raw_syscalls:sys_exit runs in the calling task, so bpf_get_current_cgroup_id() is its cgroup. This hook
 // runs on every syscall of the node, so the counting path is one per-CPU map lookup. The latency
 // histogram (KPOD_SYSCALL_LATENCY, comprehensive profile only) adds sys_enter and a shared histogram
 // update; note that blocking calls (futex, epoll_wait, nanosleep...) measure idle time, not cost.
+//
+// Errors: a negative return, except the kernel-internal restart codes ERESTARTSYS (512), ERESTARTNOINTR,
+// ERESTARTNOHAND, ENOIOCTLCMD, ERESTART_RESTARTBLOCK (516). sys_exit sees those when a signal interrupts
+// a blocked call; the kernel then runs the handler and restarts the call, and user space never sees
+// them. (For a handler without SA_RESTART the kernel turns ERESTARTSYS into EINTR after this hook: that
+// EINTR is not counted as an error.) Every exit, restarts included, counts as a call.
 #include "kpod.h"
 
-#define MAP_SYSCALLS 0
-#define MAP_SYSCALL_LATENCY 1
+#define KPOD_ERESTARTSYS 512
+#define KPOD_ERESTART_RESTARTBLOCK 516
 
 struct syscall_counts {
     u64 calls;
@@ -36,43 +42,35 @@ TRACEPOINT_PROBE(raw_syscalls, sys_enter) {
 
 TRACEPOINT_PROBE(raw_syscalls, sys_exit) {
     u64 cgroup_id = bpf_get_current_cgroup_id();
-    struct syscall_counts *c = syscalls.lookup(&cgroup_id);
+    struct syscall_counts zero = {};
+    struct syscall_counts *c = syscalls.lookup_or_try_init(&cgroup_id, &zero);
     if (!c) {
-        struct syscall_counts zero = {};
-        kpod_count_failure(MAP_SYSCALLS, syscalls.insert(&cgroup_id, &zero));
-        c = syscalls.lookup(&cgroup_id);
-        if (!c)
-            return 0;
+        kpod_count_loss(KPOD_LOSS_SYSCALLS);
+        return 0;
     }
+    long ret = args->ret;
     c->calls++;  // per-CPU value: no atomics needed
-    if (args->ret < 0)
+    if (ret < 0 && (ret < -KPOD_ERESTART_RESTARTBLOCK || ret > -KPOD_ERESTARTSYS))
         c->errors++;
 #ifdef KPOD_SYSCALL_LATENCY
     u32 tid = bpf_get_current_pid_tgid();
     u64 *since = entered_at.lookup(&tid);
-    if (!since || !*since)
+    if (!since) {
+        // Evicted from the LRU map, or in this call since before the program was loaded.
+        kpod_count_loss(KPOD_LOSS_ENTERED_AT);
+        return 0;
+    }
+    if (!*since)
         return 0;
     u64 ns = bpf_ktime_get_ns() - *since;
     *since = 0;
-    struct kpod_hist *h = syscall_latency.lookup(&cgroup_id);
+    struct kpod_hist zero_hist = {};
+    struct kpod_hist *h = syscall_latency.lookup_or_try_init(&cgroup_id, &zero_hist);
     if (!h) {
-        struct kpod_hist zero_hist = {};
-        kpod_count_failure(MAP_SYSCALL_LATENCY, syscall_latency.insert(&cgroup_id, &zero_hist));
-        h = syscall_latency.lookup(&cgroup_id);
-        if (!h)
-            return 0;
-    }
-    __sync_fetch_and_add(&h->slots[kpod_slot(ns)], 1);
-    __sync_fetch_and_add(&h->sum, ns);
-    __sync_fetch_and_add(&h->count, 1);
-#endif
-    return 0;
-}
-
-// A removed cgroup's entries are deleted by user space after one more read (see kpod.h).
-TRACEPOINT_PROBE(cgroup, cgroup_rmdir) {
-    if (args->root != KPOD_V2_HIERARCHY)
+        kpod_count_loss(KPOD_LOSS_SYSCALL_LATENCY);
         return 0;
-    kpod_note_removed(args->id);
+    }
+    kpod_hist_add(h, ns);
+#endif
     return 0;
 }

@@ -33,7 +33,7 @@ from kpod_otel.collectors.mem_bpf import MemoryBpfCollector
 from kpod_otel.collectors.memory import MemoryCollector
 from kpod_otel.collectors.syscall import SyscallCollector
 from kpod_otel.collectors.tcp import TcpCollector
-from kpod_otel.config import Config, ConfigError, FilterConfig
+from kpod_otel.config import Config, ConfigError, DiscoveryMode, FilterConfig
 from kpod_otel.discovery.base import PodProvider
 from kpod_otel.discovery.factory import build_provider
 from kpod_otel.discovery.index import PodIndex
@@ -168,6 +168,8 @@ def bpf_environment(config: Config, fs: CgroupFS) -> BpfEnvironment:
         cgroup_skb=config.bpf.cgroup_skb,
         syscall_latency=config.syscall_latency,
         enable_stats=config.bpf.enable_stats,
+        layout=fs.layout,
+        attach_at_root=config.discovery.mode is DiscoveryMode.LOCAL,
     )
 
 
@@ -201,6 +203,7 @@ class CollectorParts:
                             env.unavailable)
                 self.stats.error("bpf", "unavailable")
             else:
+                env.report_limitations(self.stats)
                 self._bpf = env
         return self._bpf
 

@@ -105,9 +105,9 @@ METRICS: tuple[MetricDef, ...] = (
               CT, "cpu", "eBPF `sched_switch`", ("kpod.switch.type",)),
     # TCP (eBPF)
     MetricDef("kpod.net.tcp.bytes.sent", C, "By", "TCP payload sent and acknowledged by the peer",
-              CT, "tcp", "eBPF `cgroup_skb` egress (socket's `bytes_acked`)"),
+              CT, "tcp", "eBPF `cgroup_skb`, `sock_ops` RTT and CLOSE callbacks (socket's `bytes_acked`)"),
     MetricDef("kpod.net.tcp.bytes.received", C, "By", "TCP payload received",
-              CT, "tcp", "eBPF `cgroup_skb` ingress (socket's `bytes_received`)"),
+              CT, "tcp", "eBPF `cgroup_skb`, `sock_ops` RTT and CLOSE callbacks (socket's `bytes_received`)"),
     MetricDef("kpod.net.tcp.retransmits", C, "{segment}", "TCP segments retransmitted",
               CT, "tcp", "eBPF `cgroup_skb` (socket's `total_retrans`)", first_event=True),
     MetricDef("kpod.net.tcp.connections", C, "{connection}", "TCP connections established (active and passive)",
@@ -116,15 +116,19 @@ METRICS: tuple[MetricDef, ...] = (
               CT, "tcp", "eBPF `sock_ops` RTT callback"),
     # Memory events (eBPF, cgroup files as fallback)
     MetricDef("kpod.mem.oom.kills", C, "{kill}", "Processes of the container killed by the OOM killer",
-              CT, "memory", "eBPF `oom:mark_victim` + `sched_process_exit`; fallback `memory.events` (v2) / "
-              "`memory.oom_control` (v1) `oom_kill`", first_event=True),
+              CT, "memory", "eBPF `signal_generate` (the killer's SIGKILL) + `oom:mark_victim` + "
+              "`sched_process_exit`; fallback `memory.events` (v2) / `memory.oom_control` (v1) `oom_kill`",
+              first_event=True),
     MetricDef("kpod.mem.major.page.faults", C, "{fault}", "Major page faults in the container",
-              CT, "memory", "eBPF perf `PAGE_FAULTS_MAJ`; fallback `memory.stat` `pgmajfault`", first_event=True),
+              CT, "memory", "`memory.stat` `pgmajfault` (v1: `total_pgmajfault`), for every container",
+              first_event=True),
     # Syscalls (eBPF)
     MetricDef("kpod.syscall.count", C, "{call}", "System calls completed",
               CT, "syscall", "eBPF `raw_syscalls:sys_exit` (comprehensive profile)"),
-    MetricDef("kpod.syscall.errors", C, "{error}", "System calls that returned an error",
-              CT, "syscall", "eBPF `raw_syscalls:sys_exit`, `ret < 0`", first_event=True),
+    MetricDef("kpod.syscall.errors", C, "{error}",
+              "System calls that returned an error to user space (kernel-internal restarts excluded)",
+              CT, "syscall", "eBPF `raw_syscalls:sys_exit`, `ret < 0` except the restart codes 512..516",
+              first_event=True),
     MetricDef("kpod.syscall.latency", H, "s",
               "Time between entering and leaving a system call (blocking calls include their wait)",
               CT, "syscall", "eBPF `sys_enter` + `sys_exit` (comprehensive, or `bpf.syscall-latency`)"),
@@ -223,8 +227,9 @@ METRICS: tuple[MetricDef, ...] = (
               AGENT, "agent", "BPF map reads", ("kpod.bpf.program", "kpod.bpf.map")),
     MetricDef("kpod.agent.bpf.map.capacity", G, "{entry}", "Maximum entries of a BPF map",
               AGENT, "agent", "BPF map definitions", ("kpod.bpf.program", "kpod.bpf.map")),
-    MetricDef("kpod.agent.bpf.map.update.failures", C, "{failure}", "Failed BPF map inserts (map full)",
-              AGENT, "agent", "the programs' failure counters", ("kpod.bpf.program", "kpod.bpf.map")),
+    MetricDef("kpod.agent.bpf.map.update.failures", C, "{failure}",
+              "Failed BPF map inserts (map full): events of a cgroup, or a cgroup removal, not recorded",
+              AGENT, "agent", "the programs' `losses` counters", ("kpod.bpf.program", "kpod.bpf.map")),
     MetricDef("kpod.agent.bpf.program.run.time", C, "s", "Time spent in a BPF program (bpf_stats)",
               AGENT, "agent", "`/proc/self/fdinfo` of the program", _BPF_PROG),
     MetricDef("kpod.agent.bpf.program.run.count", C, "{run}", "Runs of a BPF program (bpf_stats)",
@@ -232,6 +237,16 @@ METRICS: tuple[MetricDef, ...] = (
     MetricDef("kpod.agent.bpf.program.recursion.misses", C, "{run}",
               "Runs the kernel skipped (the program would have nested in another tracing program): "
               "events the program did not see", AGENT, "agent", "`/proc/self/fdinfo` of the program", _BPF_PROG),
+    MetricDef("kpod.agent.bpf.timestamps.missing", C, "{event}",
+              "Ends of a wait or syscall whose start timestamp was not in the per-task LRU map (evicted, or "
+              "started before the program was loaded): not measured", AGENT, "agent",
+              "the programs' `losses` counters", ("kpod.bpf.program", "kpod.bpf.map")),
+    MetricDef("kpod.agent.bpf.containers.unattributed", G, "{container}",
+              "Measured containers without a cgroup v2 directory: no eBPF metrics for them",
+              AGENT, "agent", "the targets' cgroup v2 ids"),
+    MetricDef("kpod.agent.bpf.kernel.limitation", G, "1",
+              "1 for each node-wide condition under which eBPF metrics are wrong or missing",
+              AGENT, "agent", "kernel version and mounted cgroup controllers", ("kpod.bpf.limitation",)),
 )
 
 CATALOG: Mapping[str, MetricDef] = MappingProxyType({m.name: m for m in METRICS})

@@ -92,10 +92,10 @@ class Collector(ABC):
         load, cgroup files since the cgroup's creation) says per metric."""
         return target.created_ns or None
 
-    def first_event_zeros(self, container: ContainerTarget) -> bool:
-        """True when the collector's source holds no entry for `container` until its first event (a BPF
-        map): its first-event counters are then exported as 0 for it. A file-based source always holds a
-        value, and a missing one is a read problem, not a 0."""
+    def first_event_zeros(self, container: ContainerTarget, metric: str) -> bool:
+        """True when the collector's source of `metric` holds no entry for `container` until its first
+        event (a BPF map): that first-event counter is then exported as 0 for it. A file-based source always
+        holds a value, and a missing one is a read problem, not a 0."""
         return False
 
     def close(self) -> None:  # noqa: B027 - optional hook

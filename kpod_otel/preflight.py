@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
+from kpod_otel.bpf.kernel import KERNEL_BPF_CMPXCHG, too_old
 from kpod_otel.bpf.program import BpfEnvironment
 from kpod_otel.bpf.support import CAP_SYS_ADMIN, bcc_import_error, bpf_permitted, effective_capabilities
 from kpod_otel.bpf.tracefs import TRACEFS_ROOTS, find_tracefs
@@ -111,7 +112,15 @@ def check_ebpf(env: BpfEnvironment | None) -> CheckResult:
         return CheckResult("eBPF", Status.WARN, "off: no cgroup hierarchy")
     if env.unavailable:
         return CheckResult("eBPF", Status.WARN, f"off: {env.unavailable}")
-    return CheckResult("eBPF", Status.OK, f"available (cgroup v2 at {env.cgroup2_root}, tracefs at {env.tracefs})")
+    detail = (f"available (cgroup v2 at {env.cgroup2_root}, tracefs at {env.tracefs}; TCP programs attach at "
+              f"{env.attach_cgroup})")
+    problems = [limitation.detail for limitation in env.limitations]
+    old = too_old(env.kernel_release, KERNEL_BPF_CMPXCHG, "the TCP program's compare-and-swap (BPF_CMPXCHG)")
+    if old:
+        problems.append(f"{old}: no TCP metrics")
+    if problems:
+        return CheckResult("eBPF", Status.WARN, "; ".join([detail, *problems]))
+    return CheckResult("eBPF", Status.OK, detail)
 
 
 def _tcp_reachable(host: str, port: int, timeout: float = 2.0) -> str:

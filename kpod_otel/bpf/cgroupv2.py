@@ -12,18 +12,45 @@ import logging
 import os
 from pathlib import Path
 
-from kpod_otel.cgroup.fs import CgroupLayoutError, detect_layout
+from kpod_otel.cgroup.fs import CgroupLayout, CgroupLayoutError, detect_layout
 
 log = logging.getLogger(__name__)
+
+# The cgroup kubelet puts every pod below, in the v2 tree: systemd driver, then cgroupfs driver.
+PODS_CGROUPS = ("kubepods.slice", "kubepods")
+
+
+def find_layout(cgroup_root: str | Path) -> CgroupLayout | None:
+    try:
+        return detect_layout(str(cgroup_root))
+    except CgroupLayoutError:
+        return None
 
 
 def find_cgroup2_root(cgroup_root: str | Path) -> Path | None:
     """The cgroup2 hierarchy under the configured cgroup root, None on a pure-v1 node."""
-    try:
-        layout = detect_layout(str(cgroup_root))
-    except CgroupLayoutError:
+    layout = find_layout(cgroup_root)
+    return Path(layout.v2_dir) if layout is not None and layout.v2_dir else None
+
+
+def find_pods_cgroup(cgroup2_root: Path) -> Path | None:
+    """kubelet's pods cgroup in the v2 tree, None when there is none (not a Kubernetes node, or a hybrid
+    node whose runtime creates no v2 directories: then no container has a v2 id either)."""
+    for name in PODS_CGROUPS:
+        if (cgroup2_root / name).is_dir():
+            return cgroup2_root / name
+    return None
+
+
+def pods_only_in_v1(layout: CgroupLayout) -> str | None:
+    """On a hybrid node: a v1 hierarchy holding kubelet's pods cgroup when the v2 tree has none (the
+    runtime creates no v2 directories, so no container has a v2 id); None otherwise."""
+    if layout.v2_dir is None or find_pods_cgroup(Path(layout.v2_dir)) is not None:
         return None
-    return Path(layout.v2_dir) if layout.v2_dir else None
+    for mount in sorted(set(layout.v1_controllers.values())):
+        if find_pods_cgroup(Path(mount)) is not None:
+            return mount
+    return None
 
 
 class CgroupWalkError(OSError):

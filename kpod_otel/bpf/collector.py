@@ -10,14 +10,14 @@ from collections.abc import Sequence
 from kpod_otel.bpf.attribution import Owner, owners_by_cgroup
 from kpod_otel.bpf.cgroupv2 import CgroupWalkError, live_cgroup_ids
 from kpod_otel.bpf.maps import delete_keys
-from kpod_otel.bpf.program import BpfEnvironment, BpfProgram, ProgramSpec
+from kpod_otel.bpf.program import REMOVED_MAP, BpfEnvironment, BpfProgram, ProgramSpec
 from kpod_otel.collector import Collector, CollectorSnapshot
 from kpod_otel.model import ContainerTarget, Target
 from kpod_otel.selfmetrics import AgentStats
 
 log = logging.getLogger(__name__)
 
-REMOVED_MAP = "removed_cgroups"  # kpod.h: ids noted by the cgroup_rmdir hook
+UNATTRIBUTED = "kpod.agent.bpf.containers.unattributed"
 SWEEP_EVERY_CYCLES = 40  # ~10 min at 15 s: removed cgroups the rmdir tracepoint missed (agent restarts)
 SWEEP_FILL_RATIO = 0.8  # sweep at once when a per-cgroup map is this full
 
@@ -54,6 +54,7 @@ class BpfCollector(Collector):
         snap = CollectorSnapshot()
         if not self._program.loaded:
             return snap
+        self._report_unattributed(targets)
         try:
             # Removed cgroups noted before this read have their final values in it; delete them after.
             removed = self._removed_cgroups()
@@ -73,9 +74,20 @@ class BpfCollector(Collector):
         """The later of the program's load and the pod's creation: map entries count from then on."""
         return max(self._loaded_ns, target.created_ns)
 
-    def first_event_zeros(self, container: ContainerTarget) -> bool:
-        """A map gets a container's entry at its first event: until then, its counters are 0."""
+    def first_event_zeros(self, container: ContainerTarget, metric: str) -> bool:
+        """A map gets a container's entry at its first event: until then, its counters are 0 (every metric
+        of a BPF collector comes from its maps)."""
         return self._program.loaded and container.cgroup_id is not None
+
+    def _report_unattributed(self, targets: Sequence[Target]) -> None:
+        """Containers without a cgroup v2 directory (a hybrid node whose runtime creates none) have no id
+        the programs could charge their events to: say so once and count them."""
+        missing = [c for t in targets for c in t.containers if c.cgroup_id is None]
+        self._stats.set(UNATTRIBUTED, len(missing))
+        if missing:
+            self._env.say_once(UNATTRIBUTED, "%d containers (e.g. %s) have no cgroup v2 directory under %s: they "
+                               "get no eBPF metrics (%s)", len(missing), missing[0].cgroup_path,
+                               self._env.cgroup2_root, UNATTRIBUTED)
 
     def _removed_cgroups(self) -> set[int]:
         table = self._program.table(REMOVED_MAP)

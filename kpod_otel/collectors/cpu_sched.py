@@ -9,7 +9,7 @@ from kpod_otel.bpf.collector import BpfCollector
 from kpod_otel.bpf.histogram import to_point
 from kpod_otel.bpf.maps import read_counters, read_histograms
 from kpod_otel.bpf.program import BpfEnvironment, ProgramSpec
-from kpod_otel.bpf.tracefs import CGROUP_RMDIR, TracepointNeed
+from kpod_otel.bpf.tracefs import TracepointNeed
 from kpod_otel.catalog import specs
 from kpod_otel.collector import CollectorSnapshot, InstrumentSpec
 
@@ -24,9 +24,9 @@ SPEC = ProgramSpec(
         TracepointNeed("sched", "sched_switch", ("prev_pid", "prev_state", "next_pid")),
         TracepointNeed("sched", "sched_wakeup", ("pid",)),
         TracepointNeed("sched", "sched_wakeup_new", ("pid",)),
-        CGROUP_RMDIR,
     ),
     failure_maps=("ctx_switches", "runq_latency"),
+    missing_marks=("enqueued_at",),
     cgroup_maps=("ctx_switches", "runq_latency"),
 )
 

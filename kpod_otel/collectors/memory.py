@@ -8,11 +8,15 @@ from the cgroup files; OOM kills and major page faults from two sources under on
 - Pressure stall (`CgroupFiles.pressure`): `total=` of the `some` and `full` lines of `cpu.pressure`,
   `memory.pressure` and `io.pressure` in the v2 tree (hybrid nodes have them too), for containers in it.
   They come with `memory` so that the minimal profile (cpu, disk) stays at CPU time and throttling.
-- OOM kills and major faults: eBPF (`ebpf/mem.c`, `MemoryBpfCollector`) charges OOM kills to the victim and
-  counts major faults as they happen, for every container that has a cgroup v2 id. The memory cgroup files
-  (`oom_kill` of v2 `memory.events` or v1 `memory.oom_control`, `memory.stat` `pgmajfault`, v1: hierarchical
-  `total_pgmajfault`) hold the same truth (the tests check that both sources agree) and serve every container
-  when the eBPF program is off or could not load, and otherwise the containers eBPF cannot see (no v2 id).
+- OOM kills: eBPF (`ebpf/mem.c`, `MemoryBpfCollector`), charged to the victim, for every container that has
+  a cgroup v2 id; the files' `oom_kill` (v2 `memory.events`, v1 `memory.oom_control`) count the same kills
+  (the tests check that both sources agree) and serve every container when the eBPF program is off or could
+  not load, and otherwise the containers eBPF cannot see (no v2 id: a workload that exists only in the v1
+  memory hierarchy).
+- Major faults: `memory.stat` `pgmajfault` (v1: hierarchical `total_pgmajfault`) for every container, one
+  definition whatever eBPF does (the perf event PAGE_FAULTS_MAJ misses faults taken through
+  get_user_pages, e.g. a read of /proc/<pid>/mem or an O_DIRECT write from a file mapping; `pgmajfault`
+  counts them).
 Counters are the kernel's cumulative values for the cgroup's lifetime, reported as-is.
 """
 
@@ -96,20 +100,21 @@ class MemoryCollector(Collector):
                                 if usec is not None:
                                     snap.add(key, STALL_TIME, usec / 1e6,
                                              {**attrs, PRESSURE_RESOURCE: resource, PRESSURE_TYPE: kind})
-                if ebpf_loaded and container.cgroup_id is not None:
-                    continue  # the events are eBPF's
-                events = self._files.memory_events(key, rel)
-                if events is not None and events.oom_kill is not None:
-                    snap.add(key, OOM_KILLS, events.oom_kill, attrs)
+                if not (ebpf_loaded and container.cgroup_id is not None):  # else eBPF's
+                    events = self._files.memory_events(key, rel)
+                    if events is not None and events.oom_kill is not None:
+                        snap.add(key, OOM_KILLS, events.oom_kill, attrs)
                 if stat is not None and stat.major_faults is not None:
                     snap.add(key, MAJOR_FAULTS, stat.major_faults, attrs)
         self._files.problems.prune(t.key for t in targets)
         return snap
 
-    def first_event_zeros(self, container: ContainerTarget) -> bool:
-        """The containers eBPF serves have no map entry before their first event (origin_ns stays the
-        default, the pod's creation: no later than the files' or the program's first count)."""
-        return self._ebpf is not None and self.ebpf_loaded and self._ebpf.first_event_zeros(container)
+    def first_event_zeros(self, container: ContainerTarget, metric: str) -> bool:
+        """OOM kills of the containers eBPF serves: no map entry before their first kill (origin_ns stays
+        the default, the pod's creation: no later than the files' or the program's first count). Major
+        faults come from memory.stat for every container: a missing value is a read problem, not a 0."""
+        return (metric == OOM_KILLS and self._ebpf is not None and self.ebpf_loaded
+                and self._ebpf.first_event_zeros(container, metric))
 
     def close(self) -> None:
         if self._ebpf is not None:

@@ -9,7 +9,7 @@ from kpod_otel.bpf.collector import BpfCollector
 from kpod_otel.bpf.histogram import to_point
 from kpod_otel.bpf.maps import read_counters, read_histograms
 from kpod_otel.bpf.program import BpfEnvironment, ProgramSpec
-from kpod_otel.bpf.tracefs import CGROUP_RMDIR, TracepointNeed
+from kpod_otel.bpf.tracefs import TracepointNeed
 from kpod_otel.catalog import specs
 from kpod_otel.collector import CollectorSnapshot, InstrumentSpec
 
@@ -19,22 +19,28 @@ SYSCALL_LATENCY = "kpod.syscall.latency"
 
 
 
+def syscall_spec(latency: bool) -> ProgramSpec:
+    """The syscall program, with the latency histogram (sys_enter + entered_at) or without."""
+    tracepoints = [TracepointNeed("raw_syscalls", "sys_exit", ("ret",))]
+    maps = ["syscalls"]
+    if latency:
+        tracepoints.append(TracepointNeed("raw_syscalls", "sys_enter"))
+        maps.append("syscall_latency")
+    return ProgramSpec(
+        name="syscall",
+        tracepoints=tuple(tracepoints),
+        failure_maps=tuple(maps),
+        missing_marks=("entered_at",) if latency else (),
+        cgroup_maps=tuple(maps),
+        defines=("KPOD_SYSCALL_LATENCY",) if latency else (),
+    )
+
+
 class SyscallCollector(BpfCollector):
     name = "syscall"
 
     def program_spec(self, env: BpfEnvironment) -> ProgramSpec:
-        tracepoints = [TracepointNeed("raw_syscalls", "sys_exit", ("ret",)), CGROUP_RMDIR]
-        maps = ["syscalls"]
-        if env.syscall_latency:
-            tracepoints.append(TracepointNeed("raw_syscalls", "sys_enter"))
-            maps.append("syscall_latency")
-        return ProgramSpec(
-            name="syscall",
-            tracepoints=tuple(tracepoints),
-            failure_maps=("syscalls", "syscall_latency"),
-            cgroup_maps=tuple(maps),
-            defines=("KPOD_SYSCALL_LATENCY",) if env.syscall_latency else (),
-        )
+        return syscall_spec(env.syscall_latency)
 
     @property
     def latency_enabled(self) -> bool:

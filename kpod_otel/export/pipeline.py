@@ -190,16 +190,19 @@ class MetricsPipeline:
         """0 for every container the collector measures but whose source has no entry yet, so the first
         event is a visible 0 -> 1 step (rate(), increase(), delta conversion)."""
         for target in targets:
-            wanted = [(frozenset(a.items()), a) for a in (dict(sorted(c.attributes().items()))
-                                                           for c in target.containers
-                                                           if collector.first_event_zeros(c))]
-            if not wanted:
-                continue
-            by_metric = snapshot.points.get(target.key, {})
-            for name in metrics:
-                present = {frozenset(o.attributes.items()) for o in by_metric.get(name, ())}
-                for k, attrs in wanted:
-                    if k not in present:
+            present: dict[str, set[frozenset[tuple[str, AttrValue]]]] = {}
+            for container in target.containers:
+                names = [name for name in metrics if collector.first_event_zeros(container, name)]
+                if not names:
+                    continue
+                attrs = dict(sorted(container.attributes().items()))
+                key = frozenset(attrs.items())
+                for name in names:
+                    seen = present.get(name)
+                    if seen is None:
+                        observed = snapshot.points.get(target.key, {}).get(name, ())
+                        seen = present[name] = {frozenset(o.attributes.items()) for o in observed}
+                    if key not in seen:
                         snapshot.add(target.key, name, 0, attrs)
 
     def _collect_one(self, collector: Collector, targets: Sequence[Target]) -> CollectorSnapshot | None:

@@ -22,7 +22,7 @@ from kpod_otel.collectors.cpu_sched import CpuSchedCollector
 from kpod_otel.collectors.mem_bpf import MemoryBpfCollector
 from kpod_otel.collectors.syscall import SyscallCollector
 from kpod_otel.collectors.tcp import TcpCollector
-from kpod_otel.config import BpfConfig, CgroupConfig, Config, Profile
+from kpod_otel.config import BpfConfig, CgroupConfig, Config, DiscoveryConfig, DiscoveryMode, Profile
 from kpod_otel.model import ContainerTarget, Target
 from kpod_otel.selfmetrics import AgentStats
 from tests.conftest import HOST, host_needs_v2, require_bcc
@@ -38,8 +38,11 @@ def bpf_env_of(config: Config) -> BpfEnvironment:
 
 
 def bpf_config(**bpf: object) -> Config:
+    # Local mode: the cgroup programs attach at the v2 root, where the tests' cgroups are, whether or not
+    # a kubepods cgroup exists on this machine (test_tcp covers attaching below a pods cgroup).
     return Config(
         profile=Profile.COMPREHENSIVE,
+        discovery=DiscoveryConfig(mode=DiscoveryMode.LOCAL),
         cgroup=CgroupConfig(root="/sys/fs/cgroup"),
         bpf=BpfConfig(**{"program_dir": str(REPO / "ebpf"), **bpf}),  # type: ignore[arg-type]
     )

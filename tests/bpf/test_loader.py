@@ -4,6 +4,8 @@ no bcc -> cgroup-only, and clean detach."""
 from __future__ import annotations
 
 import ctypes
+import dataclasses
+import logging
 import os
 import shutil
 import subprocess
@@ -13,10 +15,12 @@ from pathlib import Path
 import pytest
 
 from kpod_otel.bpf.histogram import BOUNDS_SECONDS, NS_PER_S, SLOTS, bucket_counts, slot_of
-from kpod_otel.bpf.program import BpfEnvironment, PerfEventAttach, ProgramSpec
+from kpod_otel.bpf.program import BpfEnvironment, PerfEventAttach, ProgramSpec, defines
+from kpod_otel.collectors.cpu_sched import CpuSchedCollector
 from kpod_otel.collectors.mem_bpf import MemoryBpfCollector
 from kpod_otel.collectors.syscall import SYSCALL_COUNT, SyscallCollector
 from kpod_otel.collectors.tcp import TcpCollector
+from kpod_otel.model import ContainerTarget, Target
 from kpod_otel.selfmetrics import AgentStats
 from tests.bpf.conftest import REPO, CgroupFactory, Workload, bpf_config, bpf_env_of, target_for, value
 from tests.conftest import host_needs_v2, require_bcc
@@ -43,7 +47,7 @@ def test_kernel_slots_land_in_the_bucket_whose_bounds_contain_the_value() -> Non
     from bcc import BPF
 
     text = SLOT_PROBE.replace('#include "kpod.h"', (REPO / "ebpf" / "kpod.h").read_text())
-    b = BPF(text=text.encode(), cflags=[f"-DTGID={os.getpid()}"])
+    b = BPF(text=text.encode(), cflags=[*defines(ProgramSpec("probe", ()), 1), f"-DTGID={os.getpid()}"])
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.argtypes = [ctypes.c_long, ctypes.c_ulong]
     try:
@@ -73,12 +77,12 @@ def test_failing_programs_leave_the_others_working(tmp_path: Path, cgroups: Cgro
     assert env.source_of("tcp") == tmp_path / "tcp.c"
     stats = AgentStats()
 
-    class BrokenAttachMemory(MemoryBpfCollector):  # compiles, then one attach fails (no such event)
+    class BrokenAttachMemory(MemoryBpfCollector):  # compiles, then one attach fails (no such function)
         def program_spec(self, env: BpfEnvironment) -> ProgramSpec:
             spec = super().program_spec(env)
-            bad = PerfEventAttach("kpod_major_fault", 1, 99999, 1)
+            bad = PerfEventAttach("kpod_no_such_function", 1, 6, 1)
             return ProgramSpec(spec.name, spec.tracepoints, (*spec.perf_events, bad), (), spec.failure_maps,
-                               spec.cgroup_maps)
+                               cgroup_maps=spec.cgroup_maps)
 
     tcp = TcpCollector(stats, env)
     mem = BrokenAttachMemory(stats, env)
@@ -210,3 +214,86 @@ def test_run_time_stats_when_configured(cgroups: CgroupFactory) -> None:
         assert stats.get("kpod.agent.bpf.program.run.time", **attrs) > 0
     finally:
         sysc.close()
+
+
+def test_full_removed_cgroups_map_is_counted(cgroups: CgroupFactory) -> None:
+    """removed_cgroups holds bpf.max-cgroups ids until the next cycle: with room for one, the second of
+    two removals in one cycle cannot be noted, and the kernel counts that."""
+    require_bcc()
+    stats = AgentStats()
+    sysc = SyscallCollector(stats, bpf_env_of(bpf_config(max_cgroups=1)))
+    try:
+        assert sysc.available, sysc.unavailable_reason
+        for label in ("rm-a", "rm-b"):
+            cgroups.make(label).remove()
+        sysc.collect([])
+        assert stats.get("kpod.agent.bpf.map.update.failures",
+                         **{"kpod.bpf.program": "syscall", "kpod.bpf.map": "removed_cgroups"}) >= 1
+    finally:
+        sysc.close()
+
+
+# 64 threads that sleep and wake 20 times each: more tasks than an 8-entry LRU map holds.
+WAKERS = """
+import threading, time
+def work():
+    for _ in range(20):
+        time.sleep(0.001)
+threads = [threading.Thread(target=work) for _ in range(64)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+"""
+
+
+def test_lru_evictions_of_wait_marks_are_counted(bpf_env: BpfEnvironment, cgroups: CgroupFactory) -> None:
+    stats = AgentStats()
+    env = dataclasses.replace(bpf_env, max_tasks=8, said=set())
+    cpu = CpuSchedCollector(stats, env)
+    try:
+        assert cpu.available, cpu.unavailable_reason
+        cg = cgroups.make("lru")
+        w = Workload(WAKERS)
+        try:
+            cg.add(w.pid)
+            w.run()
+        finally:
+            w.stop()
+        cpu.collect([target_for("x", cg)])
+        attrs = {"kpod.bpf.program": "cpu_sched", "kpod.bpf.map": "enqueued_at"}
+        assert stats.get("kpod.agent.bpf.timestamps.missing", **attrs) >= 64  # at least one per thread
+    finally:
+        cpu.close()
+
+
+def test_tcp_needs_bpf_cmpxchg(bpf_env: BpfEnvironment) -> None:
+    """A kernel older than 5.12 cannot load the TCP program: said as such, nothing attached."""
+    stats = AgentStats()
+    tcp = TcpCollector(stats, dataclasses.replace(bpf_env, kernel_release="5.10.209", said=set()))
+    try:
+        assert not tcp.available and "5.12" in tcp.unavailable_reason and "BPF_CMPXCHG" in tcp.unavailable_reason
+        assert stats.get("kpod.agent.bpf.program.loaded", **{"kpod.bpf.program": "tcp"}) == 0
+    finally:
+        tcp.close()
+
+
+def test_containers_without_v2_directory_are_said_and_counted(bpf_env: BpfEnvironment, cgroups: CgroupFactory,
+                                                              caplog: pytest.LogCaptureFixture) -> None:
+    stats = AgentStats()
+    cpu = CpuSchedCollector(stats, dataclasses.replace(bpf_env, said=set()))
+    seen = target_for("seen", cgroups.make("v2"))
+    v1_only = Target(key="pod-v1", resource={},
+                     containers=(ContainerTarget(name="c", container_id="id-v1", cgroup_path="kubepods/v1-only"),))
+    try:
+        assert cpu.available, cpu.unavailable_reason
+        with caplog.at_level(logging.WARNING):
+            cpu.collect([seen, v1_only])
+            cpu.collect([seen, v1_only])
+        said = [r for r in caplog.records if "no cgroup v2 directory" in r.getMessage()]
+        assert len(said) == 1 and "kubepods/v1-only" in said[0].getMessage()  # once
+        assert stats.get("kpod.agent.bpf.containers.unattributed") == 1
+        cpu.collect([seen])
+        assert stats.get("kpod.agent.bpf.containers.unattributed") == 0
+    finally:
+        cpu.close()

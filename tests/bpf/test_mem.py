@@ -1,5 +1,5 @@
-"""Memory metrics per cgroup against the v1 memory controller's own counters (the same truth the
-cgroup-file collector reads): an OOM kill and major page faults, in processes that sit in a v1 memory
+"""Memory metrics per cgroup: an OOM kill against the v1 memory controller's own oom_kill, and major page
+faults (one source, memory.stat) against the process's own majflt, in processes that sit in a v1 memory
 cgroup and, for eBPF attribution, in a v2 cgroup."""
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from kpod_otel.collectors.mem_bpf import MAJOR_FAULTS, OOM_KILLS, MemoryBpfCollector
+from kpod_otel.cgroup.fs import CgroupFS
+from kpod_otel.collectors.mem_bpf import MemoryBpfCollector
+from kpod_otel.collectors.memory import MAJOR_FAULTS, OOM_KILLS, MemoryCollector
 from kpod_otel.export.pipeline import MetricsPipeline
 from kpod_otel.selfmetrics import AgentStats
-from tests.bpf.conftest import CgroupFactory, Workload, target_for, value
+from tests.bpf.conftest import Cgroup, CgroupFactory, Workload, target_for, value
 from tests.conftest import host_needs_v1
 from tests.series_rules import SeriesChecker
 
@@ -24,17 +26,33 @@ while True:
     chunks.append(bytearray(4 << 20))  # touched: bytearray zero-fills
 """
 
-# Map a file whose pages were dropped from the page cache and touch one byte per page.
+# Map a file whose pages were dropped from the page cache; fault half of its pages in by touching them
+# (the perf event PAGE_FAULTS_MAJ sees these) and the other half through /proc/self/mem, i.e. through
+# get_user_pages on behalf of the process (no perf event; memory.stat pgmajfault and the process's own
+# majflt count them).
 FAULTER = """
-import mmap
+import ctypes, mmap
 fd = os.open(sys.argv[1], os.O_RDONLY)
 os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-m = mmap.mmap(fd, 0, prot=mmap.PROT_READ)
+m = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
 m.madvise(mmap.MADV_RANDOM)  # no read-around: one major fault per page
-total = sum(m[i] for i in range(0, len(m), mmap.PAGESIZE))
+view = ctypes.c_char.from_buffer(m)
+addr = ctypes.addressof(view)
+half = len(m) // 2
+total = sum(m[i] for i in range(0, half, mmap.PAGESIZE))
+mem = os.open("/proc/self/mem", os.O_RDONLY)
+for off in range(half, len(m), mmap.PAGESIZE):
+    total += os.pread(mem, 1, addr + off)[0]
+os.close(mem)
+del view
 m.close()
 os.close(fd)
 """
+
+
+def majflt(pid: int) -> int:
+    """Major faults of the process (/proc/<pid>/stat field 12), GUP faults included."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[9])
 
 
 def v1_stat(cg_path: Path, key: str) -> int:
@@ -77,32 +95,38 @@ def test_oom_kill_charged_to_victim(mem_collector: MemoryBpfCollector, cgroups: 
     assert value(snap, tb, OOM_KILLS) == 0
 
 
-def test_major_faults_match_memory_stat(mem_collector: MemoryBpfCollector, cgroups: CgroupFactory) -> None:
+def test_major_faults_have_one_source(mem_collector: MemoryBpfCollector, cgroups: CgroupFactory) -> None:
+    """`kpod.mem.major.page.faults` comes from memory.stat for every container, also those the eBPF
+    memory program sees: the perf event would miss the faults taken through get_user_pages."""
     host_needs_v1("memory")
-    a, b = cgroups.make("pf-a"), cgroups.make("pf-b")
-    mem_a, mem_b = cgroups.make("pf-mem-a", V1_MEMORY), cgroups.make("pf-mem-b", V1_MEMORY)
-    ta, tb = target_for("a", a), target_for("b", b)
+    a = cgroups.make("pf-a")
+    mem_a = Cgroup(V1_MEMORY / a.path.name)  # the same relative path in both hierarchies, as kubelet does
+    mem_a.path.mkdir()
+    cgroups.made.append(mem_a)
+    ta = target_for("a", a)
+    assert ta.containers[0].cgroup_id is not None
+    # The memory collector as the agent builds it, with its eBPF source loaded (not closed here: the
+    # session's program).
+    memory = MemoryCollector(CgroupFS.detect("/sys/fs/cgroup"), AgentStats(), ebpf=mem_collector)
+    assert memory.ebpf_loaded
     with tempfile.NamedTemporaryFile(dir="/var/tmp", prefix="kpt-bpf-") as f:
         f.write(os.urandom(8 << 20))
         f.flush()
         os.fsync(f.fileno())
-        wa, wb = Workload(FAULTER, f.name), Workload("pass")
+        wa = Workload(FAULTER, f.name)
         try:
-            for w, v2, v1 in ((wa, a, mem_a), (wb, b, mem_b)):
-                v2.add(w.pid)
-                v1.add(w.pid)
-            base_a, base_b = v1_stat(mem_a.path, "pgmajfault"), v1_stat(mem_b.path, "pgmajfault")
+            a.add(wa.pid)
+            mem_a.add(wa.pid)
+            before = majflt(wa.pid), value(memory.collect([ta]), ta, MAJOR_FAULTS)
             wa.run()
-            wb.run()
-            truth_a = v1_stat(mem_a.path, "pgmajfault") - base_a
-            truth_b = v1_stat(mem_b.path, "pgmajfault") - base_b
-            snap = mem_collector.collect([ta, tb])
+            truth = majflt(wa.pid) - before[0]
+            reported = value(memory.collect([ta]), ta, MAJOR_FAULTS) - before[1]
+            snap = mem_collector.collect([ta])
         finally:
             wa.stop()
-            wb.stop()
-    assert truth_a >= 1000  # 2048 pages, read one fault at a time
-    assert value(snap, ta, MAJOR_FAULTS) == truth_a
-    assert value(snap, tb, MAJOR_FAULTS) == truth_b
+    assert truth >= 2000  # 2048 pages, one fault each, half of them through get_user_pages
+    assert reported == truth
+    assert MAJOR_FAULTS not in snap.points.get(ta.key, {})  # one source: the eBPF program reports none
 
 
 def test_first_oom_kill_is_a_step_from_zero(mem_collector: MemoryBpfCollector, cgroups: CgroupFactory) -> None:
@@ -141,3 +165,45 @@ def test_first_oom_kill_is_a_step_from_zero(mem_collector: MemoryBpfCollector, c
     assert before == [[(start, 0, 0)], [(start, 0, 0)]]
     assert after == [(start, 1, 0)]
     assert start <= time.time_ns() and not checker.violations, checker.violations
+
+
+def test_memory_collector_zeros_only_the_oom_kills_ebpf_counts(mem_collector: MemoryBpfCollector,
+                                                               cgroups: CgroupFactory) -> None:
+    """Through the pipeline with the memory collector as the agent builds it (eBPF loaded): a container
+    eBPF serves gets 0 OOM kills before its first kill (its map has no entry), and its major faults are
+    memory.stat's value. Major faults have no eBPF source: when memory.stat cannot be read (here: the
+    container has no v1 memory cgroup), there is no point rather than an invented 0, and the read problem
+    is counted."""
+    host_needs_v1("memory")
+    a, b = cgroups.make("z-a"), cgroups.make("z-b")
+    mem_a = Cgroup(V1_MEMORY / a.path.name)  # the same relative path in both hierarchies, as kubelet does
+    mem_a.path.mkdir()
+    cgroups.made.append(mem_a)
+    ta, tb = target_for("a", a), target_for("b", b)
+    stats = AgentStats()
+    memory = MemoryCollector(CgroupFS.detect("/sys/fs/cgroup"), stats, ebpf=mem_collector)
+    pipeline = MetricsPipeline([memory], {"service.name": "kpod-otel"}, stats)  # not closed: shared program
+    checker = SeriesChecker()
+    with tempfile.NamedTemporaryFile(dir="/var/tmp", prefix="kpt-bpf-") as f:
+        f.write(os.urandom(1 << 20))
+        f.flush()
+        os.fsync(f.fileno())
+        faulter = Workload(FAULTER, f.name)
+        try:
+            a.add(faulter.pid)
+            mem_a.add(faulter.pid)
+            faulter.run()
+            result = pipeline.collect([ta, tb])
+            truth = v1_stat(mem_a.path, "total_pgmajfault")
+        finally:
+            faulter.stop()
+    checker.feed(result.request)
+    pa, pb = result.target(ta.key), result.target(tb.key)
+    assert pa is not None and pb is not None
+    assert truth >= 200  # 256 pages, one fault each
+    assert [p.value for p in pa.numbers(MAJOR_FAULTS)] == [truth]
+    assert [p.value for p in pa.numbers(OOM_KILLS)] == [0]
+    assert [p.value for p in pb.numbers(OOM_KILLS)] == [0]
+    assert pb.numbers(MAJOR_FAULTS) == []
+    assert stats.get("kpod.agent.errors", **{"kpod.component": "memory", "error.type": "unsupported"}) == 1
+    assert not checker.violations, checker.violations

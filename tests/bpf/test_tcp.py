@@ -12,6 +12,7 @@ next packet, and the FIN exchange after the last data provides one.
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from kpod_otel.bpf.program import BpfEnvironment
 from kpod_otel.collectors.tcp import (
     BYTES_RECEIVED,
     BYTES_SENT,
@@ -29,7 +31,8 @@ from kpod_otel.collectors.tcp import (
     RTT,
     TcpCollector,
 )
-from tests.bpf.conftest import CgroupFactory, Workload, histogram, target_for, value
+from kpod_otel.selfmetrics import AgentStats
+from tests.bpf.conftest import Cgroup, CgroupFactory, Workload, histogram, target_for, value
 from tests.conftest import require
 
 CONNS, PAYLOAD, REPLY = 3, 200_000, 1_000
@@ -120,6 +123,102 @@ def test_loopback_bytes_connections_rtt(tcp_collector: TcpCollector, cgroups: Cg
     lowest = next(i for i, c in enumerate(h.bucket_counts) if c)
     min_rtt_s = int(min_rtt_file.read_text()) / 1e6
     assert lowest == len(h.bounds) or min_rtt_s <= h.bounds[lowest]
+
+
+# The client half-closes after its request; the server reads to EOF, replies and closes, corked, so that
+# reply and FIN leave in one segment. The client's one ACK of both reaches the server in LAST_ACK, where
+# the socket closes on it: no later packet of that socket passes cgroup_skb (which sees a packet before
+# TCP processes it), so only sock_ops (RTT or CLOSE) can charge the reply.
+HALF_CLOSE_SERVER = """
+import socket
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind((sys.argv[1], int(sys.argv[2])))
+srv.listen()
+for _ in range(int(sys.argv[3])):
+    conn, _ = srv.accept()
+    while conn.recv(65536):
+        pass
+    conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)
+    conn.sendall(b"r" * int(sys.argv[5]))
+    conn.close()
+srv.close()
+"""
+
+HALF_CLOSE_CLIENT = """
+import socket, time
+for _ in range(int(sys.argv[3])):
+    for attempt in range(500):
+        try:
+            c = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+            break
+        except ConnectionRefusedError:
+            time.sleep(0.01)
+    c.sendall(b"x" * int(sys.argv[4]))
+    c.shutdown(socket.SHUT_WR)
+    got = 0
+    while True:
+        data = c.recv(65536)
+        if not data:
+            break
+        got += len(data)
+    assert got == int(sys.argv[5])
+    c.close()
+"""
+
+
+def test_reply_acked_only_as_the_socket_closes(tcp_collector: TcpCollector, cgroups: CgroupFactory) -> None:
+    a, b = cgroups.make("lastack-a"), cgroups.make("lastack-b")
+    ta, tb = target_for("a", a), target_for("b", b)
+    args = ("127.0.0.1", str(free_port()), str(CONNS), "500", "700")
+    server, client = Workload(HALF_CLOSE_SERVER, *args), Workload(HALF_CLOSE_CLIENT, *args)
+    try:
+        b.add(server.pid)
+        a.add(client.pid)
+        server.start()
+        client.run()
+        server.wait()
+        snap = tcp_collector.collect([ta, tb])
+    finally:
+        server.stop()
+        client.stop()
+    # Bytes the test sent, + at most 1 per connection for the FIN (sequence space).
+    assert 0 <= value(snap, tb, BYTES_SENT) - CONNS * 700 <= CONNS
+    assert 0 <= value(snap, ta, BYTES_RECEIVED) - CONNS * 700 <= CONNS
+    assert 0 <= value(snap, ta, BYTES_SENT) - CONNS * 500 <= CONNS
+    assert 0 <= value(snap, tb, BYTES_RECEIVED) - CONNS * 500 <= CONNS
+
+
+def test_cgroup_programs_cover_only_the_pods_cgroup(bpf_env: BpfEnvironment, cgroups: CgroupFactory) -> None:
+    """Attached to a pods cgroup (here a test cgroup standing for kubepods), the programs see the sockets
+    of the cgroups below it and no others: traffic of the rest of the node costs nothing."""
+    pods = cgroups.make("pods")
+    inside = Cgroup(pods.path / "pod-a")
+    inside.path.mkdir()
+    cgroups.made.append(inside)
+    outside = cgroups.make("node-daemon")
+    env = dataclasses.replace(bpf_env, attach_cgroup=pods.path, said=set())
+    tcp = TcpCollector(AgentStats(), env)
+    ta, tb = target_for("a", inside), target_for("b", outside)
+    args = ("127.0.0.1", str(free_port()), "2", str(PAYLOAD), str(REPLY))
+    server, client = Workload(SERVER, *args), Workload(CLIENT, *args)
+    try:
+        assert tcp.available, tcp.unavailable_reason
+        outside.add(server.pid)
+        inside.add(client.pid)
+        server.start()
+        client.run()
+        server.wait()
+        snap = tcp.collect([ta, tb])
+    finally:
+        server.stop()
+        client.stop()
+        tcp.close()
+    assert 0 <= value(snap, ta, BYTES_SENT) - 2 * PAYLOAD <= 2
+    assert 0 <= value(snap, ta, BYTES_RECEIVED) - 2 * REPLY <= 2
+    assert value(snap, ta, CONNECTIONS) == 2
+    assert tb.key not in snap.points  # the server's sockets passed no program
+    assert not snap.histograms.get(tb.key)
 
 
 # --- retransmits on a lossy veth pair between two test namespaces ------------------------------------

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 from kpod_otel.assembly import build_collectors, cgroup_fs
 from kpod_otel.bpf.attribution import group_counters, group_histograms, owners_by_cgroup
-from kpod_otel.bpf.cgroupv2 import find_cgroup2_root
+from kpod_otel.bpf.cgroupv2 import find_cgroup2_root, find_pods_cgroup, pods_only_in_v1
 from kpod_otel.bpf.collector import BpfCollector
 from kpod_otel.bpf.fdinfo import ProgRunStats, parse_prog_fdinfo
 from kpod_otel.bpf.histogram import BOUNDS_SECONDS, SLOTS, RawHistogram, to_point
+from kpod_otel.bpf.kernel import (
+    KERNEL_BPF_CMPXCHG,
+    NET_CLS_FALLBACK,
+    NO_V2_POD_CGROUPS,
+    kernel_version,
+    node_limitations,
+    too_old,
+)
+from kpod_otel.bpf.program import ProgramSpec, defines
 from kpod_otel.bpf.tracefs import TracepointNeed, check_tracepoint, parse_format_fields
+from kpod_otel.cgroup.fs import CgroupLayout, CgroupVersion
 from kpod_otel.collectors.cpu_sched import CONTEXT_SWITCHES, CpuSchedCollector
+from kpod_otel.collectors.cpu_sched import SPEC as CPU_SPEC
+from kpod_otel.collectors.mem_bpf import SPEC as MEM_SPEC
+from kpod_otel.collectors.syscall import syscall_spec
+from kpod_otel.collectors.tcp import tcp_spec
 from kpod_otel.config import CgroupConfig, Config
 from kpod_otel.model import ContainerTarget, Target
 from kpod_otel.selfmetrics import AgentStats
@@ -195,3 +210,56 @@ def test_a_walk_error_in_one_subtree_stops_the_sweep(cpu_collector: CpuSchedColl
             os.close(fds.pop())
             os.rmdir(name, dir_fd=parent_fd)
         os.close(fds.pop())
+
+
+def test_kernel_requirements_and_limitations() -> None:
+    assert kernel_version("6.18.44-fc-v769") == (6, 18) and kernel_version("weird") == (0, 0)
+    assert too_old("5.12.0", KERNEL_BPF_CMPXCHG, "x") == ""
+    assert "5.12" in too_old("5.10.209-1", KERNEL_BPF_CMPXCHG, "the TCP program")
+    # Hybrid, net_cls mounted, before 5.15: bpf_skb_cgroup_id may return the root for every socket.
+    (limit,) = node_limitations("5.10.0", True, ["cpu", "net_cls", "memory"])
+    assert limit.key == NET_CLS_FALLBACK and "net_cls" in limit.detail
+    assert node_limitations("5.15.0", True, ["net_cls", "net_prio"]) == ()  # fixed in 5.15
+    assert node_limitations("5.10.0", False, []) == ()  # pure v2: no v1 controllers to activate
+    assert node_limitations("5.10.0", True, ["cpu", "memory"]) == ()
+
+
+def test_pods_cgroup_is_where_kubelet_puts_pods(tmp_path: Path) -> None:
+    assert find_pods_cgroup(tmp_path) is None
+    (tmp_path / "kubepods").mkdir()
+    assert find_pods_cgroup(tmp_path) == tmp_path / "kubepods"  # cgroupfs driver
+    (tmp_path / "kubepods.slice").mkdir()
+    assert find_pods_cgroup(tmp_path) == tmp_path / "kubepods.slice"  # systemd driver
+
+
+def test_constants_shared_with_c_come_from_python() -> None:
+    spec = ProgramSpec("p", (), failure_maps=("a_map", "b_map"), missing_marks=("lru",))
+    flags = defines(spec, 7, 9)
+    assert spec.losses == ("a_map", "b_map", "removed_cgroups", "lru")
+    assert {"-DKPOD_MAX_CGROUPS=7", "-DKPOD_MAX_TASKS=9", f"-DKPOD_HIST_SLOTS={SLOTS}", "-DKPOD_LOSS_SLOTS=4",
+            "-DKPOD_LOSS_A_MAP=0", "-DKPOD_LOSS_B_MAP=1", "-DKPOD_LOSS_REMOVED_CGROUPS=2",
+            "-DKPOD_LOSS_LRU=3"} == set(flags)
+    # Every KPOD_LOSS_<NAME> the C code uses is a slot Python knows for that program.
+    repo = Path(__file__).resolve().parents[2] / "ebpf"
+
+    def used_in(file: str) -> set[str]:
+        code = re.sub(r"//.*", "", (repo / file).read_text())  # comments name the scheme, not slots
+        return set(re.findall(r"KPOD_LOSS_([A-Z_]+)\b", code)) - {"SLOTS"}
+
+    for name, spec in (("cpu_sched", CPU_SPEC), ("mem", MEM_SPEC), ("syscall", syscall_spec(True)),
+                       ("tcp", tcp_spec(True))):
+        assert used_in(f"{name}.c") <= {n.upper() for n in spec.losses}, name
+    assert used_in("kpod.h") == {"REMOVED_CGROUPS"}
+
+
+def test_pods_only_in_v1_is_a_limitation(tmp_path: Path) -> None:
+    """A hybrid node whose runtime creates no v2 directories: detected from the layout, not assumed."""
+    v2, memory = tmp_path / "unified", tmp_path / "memory"
+    for d in (v2, memory / "kubepods.slice"):
+        d.mkdir(parents=True)
+    layout = CgroupLayout(str(tmp_path), CgroupVersion.HYBRID, {"memory": str(memory)}, str(v2))
+    assert pods_only_in_v1(layout) == str(memory)
+    (limit,) = node_limitations("6.18.0", True, ["memory"], pods_only_in_v1(layout))
+    assert limit.key == NO_V2_POD_CGROUPS and str(memory) in limit.detail
+    (v2 / "kubepods.slice").mkdir()
+    assert pods_only_in_v1(layout) is None

@@ -64,8 +64,9 @@ def test_config_to_snapshot(cgroup_tree: CgroupTree) -> None:
 
 
 def test_memory_files_serve_only_what_ebpf_cannot_see(cgroup_tree: CgroupTree) -> None:
-    """With the eBPF memory program loaded, containers with a cgroup v2 id are its; a workload that exists
-    only in the v1 memory hierarchy (no v2 id, invisible to eBPF) still gets its counters from the files."""
+    """With the eBPF memory program loaded, OOM kills of containers with a cgroup v2 id are its; a workload
+    that exists only in the v1 memory hierarchy (no v2 id, invisible to eBPF) still gets its counters from
+    the files. Major faults come from the files for every container (one definition)."""
     from kpod_otel.model import ContainerInfo, PodInfo
 
     require_bcc()
@@ -87,8 +88,10 @@ def test_memory_files_serve_only_what_ebpf_cannot_see(cgroup_tree: CgroupTree) -
         snap = memory.collect(targets)
     finally:
         memory.close()
-    # its events are eBPF's (nothing ran in it), not read from the files; its usage is always the files'
-    assert OOM_KILLS not in snap.points[pod.uid] and MAJOR_FAULTS not in snap.points[pod.uid]
+    # its OOM kills are eBPF's (nothing ran in it), not read from the files; its major faults and usage are
+    # always the files'
+    assert OOM_KILLS not in snap.points[pod.uid]
+    assert [p.attributes for p in snap.points[pod.uid][MAJOR_FAULTS]] == [{"container.id": pod.container_id}]
     assert USAGE in snap.points[pod.uid]
     (faults,) = snap.points[workload.key][MAJOR_FAULTS]
     with open(os.path.join(CGROUP_ROOT, "memory", v1_only, "memory.stat")) as f:

@@ -57,7 +57,7 @@ class Scripted(Collector):
     def origin_ns(self, target: Target, metric: str) -> int | None:
         return self.origin
 
-    def first_event_zeros(self, container: ContainerTarget) -> bool:
+    def first_event_zeros(self, container: ContainerTarget, metric: str) -> bool:
         return self.zeros
 
 

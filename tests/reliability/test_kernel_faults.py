@@ -30,7 +30,7 @@ def tracefs_without(tmp: Path, missing: str) -> Path:
     """A copy of the running kernel's tracepoint format files, minus one tracepoint (as on a kernel
     built without it). Only the loader's pre-flight check reads it; bcc attaches through the real one."""
     root = tmp / "tracing"
-    for category in ("sched", "raw_syscalls", "oom", "cgroup", "sock", "tcp"):
+    for category in ("sched", "raw_syscalls", "oom", "cgroup", "sock", "tcp", "signal"):
         for event_dir in (TRACEFS / "events" / category).iterdir():
             fmt = event_dir / "format"
             if f"{category}/{event_dir.name}" != missing and fmt.is_file():
