@@ -67,7 +67,7 @@ class DiscoveryConfig:
 class BpfConfig:
     enabled: bool = True
     program_dir: str = "/app/bpf"
-    cgroup_skb: bool = True  # kill switch for the cgroup_skb programs on the root cgroup
+    cgroup_skb: bool = True  # kill switch for the cgroup_skb programs (on the pods cgroup, or the v2 root)
     max_cgroups: int = 4096  # per-cgroup map capacity (110 pods x ~4 cgroups, with churn headroom)
     syscall_latency: bool = False  # latency histogram per syscall (expensive); forced on by comprehensive
     enable_stats: bool = False  # turn on the kernel's BPF run-time stats (node-wide) while the agent runs

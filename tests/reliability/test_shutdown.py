@@ -7,6 +7,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from kpod_otel.bpf.cgroupv2 import find_pods_cgroup
+from tests.bpf.conftest import V2_ROOT
 from tests.cgroup.conftest import require_cgroups
 from tests.conftest import require_bcc
 from tests.reliability.agentproc import AgentProcess
@@ -40,7 +42,9 @@ def test_sigterm_during_a_slow_list(tmp_path: Path) -> None:
         assert wait(lambda: len(bpf_ids_of(agent.pid)[0]) >= 3, 60), agent.stderr()
         ours, _ = bpf_ids_of(agent.pid)
         assert ours <= loaded_prog_ids() and not ours & before
-        cgroup_before = subprocess.run(["bpftool", "cgroup", "show", "/sys/fs/cgroup/unified"],
+        # where the agent attaches its cgroup programs: kubelet's pods cgroup if this machine has one
+        attach = str(find_pods_cgroup(V2_ROOT) or V2_ROOT)
+        cgroup_before = subprocess.run(["bpftool", "cgroup", "show", attach],
                                        capture_output=True, text=True).stdout
         time.sleep(0.5)
         assert agent.alive()
@@ -56,11 +60,11 @@ def test_sigterm_during_a_slow_list(tmp_path: Path) -> None:
         assert "final export" in agent.stderr()
         # every program the agent held is gone from the kernel, and from the cgroup attachments
         assert not ours & loaded_prog_ids()
-        cgroup_after = subprocess.run(["bpftool", "cgroup", "show", "/sys/fs/cgroup/unified"],
+        cgroup_after = subprocess.run(["bpftool", "cgroup", "show", attach],
                                       capture_output=True, text=True).stdout
         ids_before = {int(line.split()[0]) for line in cgroup_before.splitlines()[1:] if line.split()}
         ids_after = {int(line.split()[0]) for line in cgroup_after.splitlines()[1:] if line.split()}
-        assert ids_before & ours  # the agent's cgroup_skb programs were attached to the v2 root ...
+        assert ids_before & ours  # the agent's cgroup_skb programs were attached there ...
         assert not ids_after & ours, (cgroup_before, cgroup_after)  # ... and are detached
         print(f"SIGTERM during a slow LIST: exit after {elapsed:.1f} s")
     finally:
