@@ -88,10 +88,10 @@ def test_memory_files_serve_only_what_ebpf_cannot_see(cgroup_tree: CgroupTree) -
         snap = memory.collect(targets)
     finally:
         memory.close()
-    # its OOM kills are eBPF's (nothing ran in it), not read from the files; its major faults and usage are
-    # always the files'
+    # its OOM kills are eBPF's (nothing ran in it), not read from the files; its major faults (for every
+    # container, this one included) and its usage are always the files'
     assert OOM_KILLS not in snap.points[pod.uid]
-    assert [p.attributes for p in snap.points[pod.uid][MAJOR_FAULTS]] == [{"container.id": pod.container_id}]
+    assert [p.attributes["container.id"] for p in snap.points[pod.uid][MAJOR_FAULTS]] == [pod.container_id]
     assert USAGE in snap.points[pod.uid]
     (faults,) = snap.points[workload.key][MAJOR_FAULTS]
     with open(os.path.join(CGROUP_ROOT, "memory", v1_only, "memory.stat")) as f:
