@@ -192,18 +192,25 @@ def test_memory_collector_zeros_only_the_oom_kills_ebpf_counts(mem_collector: Me
         try:
             a.add(faulter.pid)
             mem_a.add(faulter.pid)
+            # No creation time on these targets: the first cycle is the major faults' baseline (0).
+            base = v1_stat(mem_a.path, "total_pgmajfault")
+            results = [pipeline.collect([ta, tb])]
             faulter.run()
-            result = pipeline.collect([ta, tb])
-            truth = v1_stat(mem_a.path, "total_pgmajfault")
+            results.append(pipeline.collect([ta, tb]))
+            truth = v1_stat(mem_a.path, "total_pgmajfault") - base
         finally:
             faulter.stop()
-    checker.feed(result.request)
-    pa, pb = result.target(ta.key), result.target(tb.key)
-    assert pa is not None and pb is not None
+    pa, pb = [], []
+    for result in results:
+        checker.feed(result.request)
+        target_a, target_b = result.target(ta.key), result.target(tb.key)
+        assert target_a is not None and target_b is not None
+        pa.append(([p.value for p in target_a.numbers(OOM_KILLS)], [p.value for p in target_a.numbers(MAJOR_FAULTS)]))
+        pb.append(([p.value for p in target_b.numbers(OOM_KILLS)], [p.value for p in target_b.numbers(MAJOR_FAULTS)]))
     assert truth >= 200  # 256 pages, one fault each
-    assert [p.value for p in pa.numbers(MAJOR_FAULTS)] == [truth]
-    assert [p.value for p in pa.numbers(OOM_KILLS)] == [0]
-    assert [p.value for p in pb.numbers(OOM_KILLS)] == [0]
-    assert pb.numbers(MAJOR_FAULTS) == []
-    assert stats.get("kpod.agent.errors", **{"kpod.component": "memory", "error.type": "unsupported"}) == 1
+    assert pa == [([0], [0]), ([0], [truth])]
+    assert pb == [([0], []), ([0], [])]  # OOM kills: eBPF's zero; major faults: nothing to report
+    memory_errors = [v for name, attrs, v in stats.items()
+                     if name == "kpod.agent.errors" and attrs["kpod.component"] == "memory"]
+    assert sum(memory_errors) == 2  # b's unreadable memory.stat, once per cycle
     assert not checker.violations, checker.violations
