@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import astuple, dataclass
+from typing import Any
 
 from kpod_otel.bpf.fdinfo import parse_prog_fdinfo
 from kpod_otel.collectors.cpu_sched import CONTEXT_SWITCHES, RUNQ_LATENCY, CpuSchedCollector
@@ -84,6 +88,112 @@ def own_recursion_misses() -> int:
     return total
 
 
+# The scheduler events the kernel delivers to BPF programs, per thread of the watched processes (and of
+# the threads they create): switch-ins, switch-outs, and wakeups that ended a block the counter saw
+# begin. The kernel runs every program attached to a tracepoint in one go, so these are exactly the
+# events the collector's programs see.
+DELIVERED_EVENTS = r"""
+BPF_HASH(watched, u32, u8, 1024);
+BPF_HASH(blocked, u32, u8, 1024);
+BPF_HASH(counts, u64, u64, 4096);  // tid << 2 | kind (0 in, 1 out, 2 block-ending wakeup, 3 fork)
+
+static void count(u32 tid, u32 kind) {
+    u64 key = (u64)tid << 2 | kind;
+    counts.increment(key);
+}
+
+TRACEPOINT_PROBE(sched, sched_process_fork) {
+    u32 parent = args->parent_pid, child = args->child_pid;
+    u8 one = 1;
+    if (watched.lookup(&parent)) {
+        watched.update(&child, &one);
+        count(child, 3);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_wakeup) {
+    u32 tid = args->pid;
+    u8 *b = blocked.lookup(&tid);
+    if (b && *b) {
+        *b = 0;
+        count(tid, 2);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_switch) {
+    u32 prev = args->prev_pid, next = args->next_pid;
+    if (watched.lookup(&prev)) {
+        u8 state = (args->prev_state & 0xff) != 0;
+        blocked.update(&prev, &state);
+        count(prev, 1);
+    }
+    if (watched.lookup(&next))
+        count(next, 0);
+    return 0;
+}
+"""
+
+
+@dataclass(frozen=True)
+class SchedCounts:
+    """Scheduler counts of a process's threads: the kernel's own, and what reached the BPF programs."""
+
+    arrivals: int  # switch-ins (schedstat)
+    preemptions: int  # involuntary switch-outs (/proc status): each starts a wait
+    switch_ins: int  # delivered
+    switch_outs: int  # delivered
+    block_wakeups: int  # delivered wakeups of a thread whose block was delivered
+    forks: int  # threads created (each first runs after sched_wakeup_new)
+
+    def __sub__(self, base: SchedCounts) -> SchedCounts:
+        return SchedCounts(*(x - y for x, y in zip(astuple(self), astuple(base), strict=True)))
+
+    def unseen_cost(self) -> int:
+        """Waits the undelivered events can have cost. Between blocked states every switch-in has its
+        switch-out, and every wait starts with a preemption, a thread's creation or the wakeup that
+        ends a block. An undelivered switch-in costs the wait it ends; an undelivered switch-out the
+        wait being committed and the next one (its start, a preemption, was not seen); an undelivered
+        block-ending wakeup the wait it starts."""
+        block_wakeups = self.arrivals - self.preemptions - self.forks
+        return ((self.arrivals - self.switch_ins) + 2 * (self.arrivals - self.switch_outs)
+                + (block_wakeups - self.block_wakeups))
+
+
+class DeliveredEvents:
+    def __init__(self, bpf: Any) -> None:
+        self._bpf = bpf
+
+    def watch(self, pid: int) -> None:
+        """Count the events of `pid` (a single-threaded process, blocked now) and its new threads."""
+        for name in (b"watched", b"blocked"):
+            table = self._bpf[name]
+            table[table.Key(pid)] = table.Leaf(1)
+
+    def of(self, pids: Sequence[int]) -> SchedCounts:
+        """Counts for the threads the processes `pids` have now."""
+        tids = {int(t) for pid in pids for t in os.listdir(f"/proc/{pid}/task")}
+        by_kind = [0, 0, 0, 0]
+        for key, n in self._bpf[b"counts"].items():
+            if int(key.value) >> 2 in tids:
+                by_kind[int(key.value) & 3] += int(n.value)
+        stats = [schedstat_of(pid) for pid in pids]
+        return SchedCounts(sum(s[1] for s in stats), sum(ctx_switches_of(pid, ("nonvoluntary",)) for pid in pids),
+                           *by_kind)
+
+
+@contextmanager
+def delivered_events() -> Iterator[DeliveredEvents]:
+    from bcc import BPF
+
+    bpf = BPF(text=DELIVERED_EVENTS.encode())
+    try:
+        yield DeliveredEvents(bpf)
+    finally:
+        bpf.cleanup()
+
+
 def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedCollector,
                                                      cgroups: CgroupFactory) -> None:
     """Truth: the scheduler's own accounting in /proc/<pid>/task/<tid>/schedstat (run_delay and the
@@ -100,40 +210,52 @@ def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedColl
         return sum(s[0] for s in stats), sum(s[1] for s in stats)
 
     try:
-        for w in spinners:
-            os.sched_setaffinity(w.pid, {cpu})
-            a.add(w.pid)
-        b.add(sleeper.pid)
-        base_delay, base_arrivals = truth()
-        base_b = schedstat_of(sleeper.pid)
-        misses0 = own_recursion_misses()  # like the other figures, counted from the base on
-        for _ in range(2):
-            for w in spinners:  # both spin at the same time on the same CPU
-                w.start()
-            sleeper.run()
+        with delivered_events() as seen:
+            for w in [*spinners, sleeper]:
+                seen.watch(w.pid)  # blocked now: no switch of theirs is half counted
             for w in spinners:
-                w.wait()
-            delay, arrivals = truth()
-            _, arrivals_b = schedstat_of(sleeper.pid)
-            snap = cpu_collector.collect([ta, tb])
-            rounds.append((delay - base_delay, arrivals - base_arrivals, arrivals_b - base_b[1],
-                           histogram(snap, ta, RUNQ_LATENCY), histogram(snap, tb, RUNQ_LATENCY),
-                           own_recursion_misses() - misses0))
+                os.sched_setaffinity(w.pid, {cpu})
+                a.add(w.pid)
+            b.add(sleeper.pid)
+            base_delay, base_arrivals = truth()
+            base_b = schedstat_of(sleeper.pid)
+            spinner_pids = [w.pid for w in spinners]
+            base_a, base_sched_b = seen.of(spinner_pids), seen.of([sleeper.pid])
+            misses0 = own_recursion_misses()  # like the other figures, counted from the base on
+            for _ in range(2):
+                for w in spinners:  # both spin at the same time on the same CPU
+                    w.start()
+                sleeper.run()
+                for w in spinners:
+                    w.wait()
+                delay, arrivals = truth()
+                _, arrivals_b = schedstat_of(sleeper.pid)
+                snap = cpu_collector.collect([ta, tb])
+                cost_a = (seen.of(spinner_pids) - base_a).unseen_cost()
+                cost_b = (seen.of([sleeper.pid]) - base_sched_b).unseen_cost()
+                rounds.append((delay - base_delay, arrivals - base_arrivals, arrivals_b - base_b[1],
+                               histogram(snap, ta, RUNQ_LATENCY), histogram(snap, tb, RUNQ_LATENCY),
+                               own_recursion_misses() - misses0, cost_a, cost_b))
     finally:
         for w in [*spinners, sleeper]:
             w.stop()
-    for delay, arrivals, arrivals_b, h, hb, misses in rounds:
+    for delay, arrivals, arrivals_b, h, hb, misses, cost_a, cost_b in rounds:
         assert h is not None and hb is not None
         print(f"waits: ours {h.count} / schedstat {arrivals}, total ours {h.sum:.6f}s / {delay / 1e9:.6f}s;"
-              f" B: ours {hb.count} / schedstat {arrivals_b}; recursion misses {misses}")
+              f" B: ours {hb.count} / schedstat {arrivals_b}; recursion misses {misses}; waits undelivered"
+              f" events cost: A {cost_a}, B {cost_b}")
         assert arrivals > 20
-        # One wait per switch-in, committed at the thread's next switch-out. The kernel skips a tracing
-        # program that would nest in another one on the same CPU (an interrupt waking a task while some
-        # tracing program runs, more often when other BPF programs are busy on the node) and counts each
-        # skip in the program's recursion_misses: a wait may be missing only for such a skip (+2 for the
-        # round's edges).
-        slack = misses + 2
-        assert arrivals - slack <= h.count <= arrivals, (h.count, arrivals, misses)
+        # One wait per switch-in, committed at the thread's next switch-out. A wait may be missing only
+        # for an event the program did not see (+2 for the round's edges):
+        # - a run the kernel skipped because it would have nested in another tracing program on the same
+        #   CPU (an interrupt waking a task while some tracing program runs), counted in the program's
+        #   recursion_misses;
+        # - an event the kernel never delivered to any tracer, with no miss counted: on this sandbox,
+        #   every event raised while one of its supervisor's tasks is current (its switch-out, a wakeup
+        #   in an interrupt that hit it) reaches neither ftrace nor perf nor BPF, and a spinner switched
+        #   in after such a task is switched in unseen. schedstat and /proc count those switches; the
+        #   delivered-events counter says which ones the programs got (SchedCounts.unseen_cost).
+        assert arrivals - (misses + cost_a + 2) <= h.count <= arrivals, (h.count, arrivals, misses, cost_a)
         assert sum(h.bucket_counts) == h.count
         # The same total wait, up to the few microseconds between the wakeup tracepoint and the enqueue
         # clock per wait, and what a missed wait held.
@@ -141,7 +263,7 @@ def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedColl
         # spinners wait for each other's time slices: millisecond waits
         assert sum(c for bound, c in zip(h.bounds, h.bucket_counts, strict=False) if bound >= 1e-3) >= 5
         # B got its own waits and none of A's (which would add hundreds)
-        assert arrivals_b - slack <= hb.count <= arrivals_b, (hb.count, arrivals_b, misses)
-    (_, n1, _, h1, _, _), (_, n2, _, h2, _, _) = rounds
+        assert arrivals_b - (misses + cost_b + 2) <= hb.count <= arrivals_b, (hb.count, arrivals_b, misses, cost_b)
+    (_, n1, _, h1, _, _, _, _), (_, n2, _, h2, _, _, _, _) = rounds
     assert h1 is not None and h2 is not None
     assert h2.count - h1.count >= 0.95 * (n2 - n1) > 0  # the count grows with the switches
