@@ -109,6 +109,19 @@ class MemoryCollector(Collector):
         self._files.problems.prune(t.key for t in targets)
         return snap
 
+    def origin_ns(self, target: Target, metric: str) -> int | None:
+        """OOM kills come from eBPF (counting since its program's load) for the containers it serves and
+        from the files (since the cgroup's creation) for the others; one start time per pod and metric: eBPF's
+        when it serves every container of the pod, the pod's creation when it serves none, and unknown (the
+        first observation is the baseline) when the pod mixes both. A restarted agent's empty maps must not
+        continue the previous agent's series under the pod's creation time."""
+        if metric != OOM_KILLS or self._ebpf is None or not self.ebpf_loaded:
+            return super().origin_ns(target, metric)
+        served = [c.cgroup_id is not None for c in target.containers]
+        if all(served):  # also a pod with no named container: its sandbox's events are eBPF's
+            return self._ebpf.origin_ns(target, metric)
+        return super().origin_ns(target, metric) if not any(served) else None
+
     def first_event_zeros(self, container: ContainerTarget, metric: str) -> bool:
         """OOM kills of the containers eBPF serves: no map entry before their first kill (origin_ns stays
         the default, the pod's creation: no later than the files' or the program's first count). Major

@@ -4,7 +4,10 @@ cgroup and, for eBPF attribution, in a v2 cgroup."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -214,3 +217,45 @@ def test_memory_collector_zeros_only_the_oom_kills_ebpf_counts(mem_collector: Me
                      if name == "kpod.agent.errors" and attrs["kpod.component"] == "memory"]
     assert sum(memory_errors) == 2  # b's unreadable memory.stat, once per cycle
     assert not checker.violations, checker.violations
+
+
+def _oom_program_loaded_at_s() -> int:
+    """When the kernel loaded this process's oom:mark_victim program (bpftool's loaded_at, whole seconds); the
+    process's programs are the prog_ids of its file descriptors."""
+    mine: set[int] = set()
+    for fd in os.listdir("/proc/self/fdinfo"):
+        try:
+            text = Path(f"/proc/self/fdinfo/{fd}").read_text()
+        except OSError:
+            continue
+        mine.update(int(line.split()[1]) for line in text.splitlines() if line.startswith("prog_id:"))
+    progs = json.loads(subprocess.run(["bpftool", "prog", "show", "-j"], check=True, capture_output=True,
+                                      text=True).stdout)
+    loaded = [p["loaded_at"] for p in progs if p.get("name") == "tracepoint__oom__mark_victim" and p["id"] in mine]
+    assert len(loaded) == 1, f"this process holds {len(loaded)} oom:mark_victim programs"
+    return int(loaded[0])
+
+
+def test_oom_kills_eBPF_serves_start_at_the_program_load(mem_collector: MemoryBpfCollector,
+                                                         cgroups: CgroupFactory) -> None:
+    """A pod created long before the agent (a restarted agent): the OOM kills eBPF counts for it hold only
+    what happened since the program was loaded, so their series must not start at the pod's creation (the
+    previous agent's series, with its higher values, started there)."""
+    host_needs_v1("memory")
+    a = cgroups.make("oomstart-a")
+    mem_a = Cgroup(V1_MEMORY / a.path.name)
+    mem_a.path.mkdir()
+    cgroups.made.append(mem_a)
+    created_ns = time.time_ns() - 3600 * 10**9
+    ta = dataclasses.replace(target_for("a", a), created_ns=created_ns)
+    memory = MemoryCollector(CgroupFS.detect("/sys/fs/cgroup"), AgentStats(), ebpf=mem_collector)
+    pipeline = MetricsPipeline([memory], {"service.name": "kpod-otel"}, AgentStats())  # not closed: shared
+    target = pipeline.collect([ta]).target(ta.key)
+    assert target is not None
+    oom = [p.start_ns for p in target.numbers(OOM_KILLS)]
+    faults = [p.start_ns for p in target.numbers(MAJOR_FAULTS)]  # memory.stat: since the cgroup's creation
+    # bpftool's loaded_at is the kernel's boot-time stamp put on the wall clock through /proc/stat's btime,
+    # which has whole seconds: one second of slack, against an hour between creation and load.
+    loaded_ns = _oom_program_loaded_at_s() * 10**9
+    assert len(oom) == 1 and loaded_ns - 10**9 <= oom[0] <= time.time_ns()
+    assert faults == [created_ns]
