@@ -17,7 +17,8 @@ every loaded program gets one entry per sandbox/container cgroup id by direct ma
 processes alone would leave most maps empty); the maps also hold whatever the rest of the machine does.
 
 The floor (bench/floor.py), measured in the same run on the same pods: read the same files (recorded
-during a cycle), statvfs the same mounts, batch-read the same maps, one netlink stats dump per netns,
+during a cycle; the cgroup files the agent keeps open, re-read with pread), statvfs the same mounts,
+batch-read the same maps, one netlink stats dump per netns,
 and serialize+gzip the same requests (already built as messages).
 """
 
@@ -42,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-from bench.floor import MapBatchReader, NetlinkFloor, OpenRecorder, floor_parts
+from bench.floor import KeptFloor, MapBatchReader, NetlinkFloor, OpenRecorder, floor_parts
 from bench.node_env import NodePods, ServerProcess, agent_yaml, ebpf_sources, leftovers, populate_maps
 from kpod_otel.assembly import build_agent
 from kpod_otel.config import parse_config
@@ -89,11 +90,12 @@ def points_of(req: ExportMetricsServiceRequest) -> int:
 
 
 def bench(node: NodePods, n: int, cycles: int, profile: str, recorder: OpenRecorder,
-          workdir: Path, profile_out: str = "") -> dict[str, Any]:
+          workdir: Path, profile_out: str = "", dump_out: str = "") -> dict[str, Any]:
     pods = node.pods[:n]
     server = ServerProcess(workdir)
     assembled = None
     netlink = None
+    kept = None
     try:
         server.add(pods)
         os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = server.endpoint
@@ -104,14 +106,23 @@ def bench(node: NodePods, n: int, cycles: int, profile: str, recorder: OpenRecor
         bpf = ebpf_sources(collectors)
         populate_maps(collectors, node.cgroup_ids(pods))
         agent = assembled.agent
-        for _ in range(WARMUP_CYCLES):
+        # the first cycle opens the files the agent keeps open (cgroup files); the recorded cycle, after the
+        # warm-up, opens the others: the floor reads both kinds as the agent does
+        recorder.paths.clear()
+        recorder.on = True
+        assert agent.run_cycle(), "export failed"
+        recorder.on = False
+        first_files = recorder.files()
+        for _ in range(WARMUP_CYCLES - 1):
             assert agent.run_cycle(), "export failed"
-        # one recorded cycle: the files the floor will read
         recorder.paths.clear()
         recorder.on = True
         agent.run_cycle()
         recorder.on = False
         files = recorder.files()
+        reopened = set(files)
+        kept = KeptFloor([p for p in dict.fromkeys(first_files)
+                          if p not in reopened and p.startswith("/sys/fs/cgroup/")])
         time.sleep(0.3)
         server.take_requests()
         wire0 = server.received()["wire"]
@@ -142,6 +153,9 @@ def bench(node: NodePods, n: int, cycles: int, profile: str, recorder: OpenRecor
         per_cycle = len(reqs) / cycles
         gz = [len(gzip.compress(b, compresslevel=6)) for b, _ in got]
         last = reqs[-int(per_cycle):] if per_cycle >= 1 else reqs[-1:]
+        if dump_out:  # the last cycle's requests as sent (serialized), one file per request
+            for i, (b, _) in enumerate(got[-len(last):]):
+                Path(f"{dump_out}.{n}.{i}").write_bytes(b)
         pod_resources = sum(1 for r in last for rm in r.resource_metrics
                             if any(kv.key == "k8s.pod.uid" for kv in rm.resource.attributes))
         points = sum(points_of(r) for r in last)
@@ -150,13 +164,13 @@ def bench(node: NodePods, n: int, cycles: int, profile: str, recorder: OpenRecor
         maps = [MapBatchReader(c._program.table(m)) for c in bpf for m in c._program.spec.cgroup_maps]
         netlink = NetlinkFloor([f"/run/netns/{p.netns}" for p in pods])
         mounts = [m for p in pods for m in p.mounts]
-        parts = floor_parts(files, mounts, maps, netlink, last)
+        parts = floor_parts(files, mounts, maps, netlink, last, kept)
         floor = {name: median_ms(cpu_of(fn, cycles)) for name, fn in parts.items()}
         return {
             "pods": n, "cpu": median_ms(cpu), "wall": median_ms(wall), "points": points,
             "resources": pod_resources, "requests_per_cycle": per_cycle,
             "gzip_kb": sum(gz) / cycles / 1024, "wire_kb": wire / cycles / 1024,
-            "floor": floor, "files": len(files), "maps": len(maps),
+            "floor": floor, "files": len(files), "kept": len(kept), "maps": len(maps),
             "gc_ms": gc_time.seconds * 1e3 / cycles, "gc_full": gc_time.full / cycles,
             "collector_s": dict(assembled.stats.gauges_for("kpod.agent.collector.duration"))
             if hasattr(assembled.stats, "gauges_for") else {},
@@ -164,6 +178,8 @@ def bench(node: NodePods, n: int, cycles: int, profile: str, recorder: OpenRecor
     finally:
         if netlink is not None:
             netlink.close()
+        if kept is not None:
+            kept.close()
         if assembled is not None:
             assembled.agent.close()
             assembled.stop()
@@ -176,6 +192,7 @@ def main() -> None:
     ap.add_argument("--cycles", type=int, default=15)
     ap.add_argument("--profile", default="standard")
     ap.add_argument("--cprofile", default="", help="write cProfile stats of the timed cycles to FILE.<pods>")
+    ap.add_argument("--dump", default="", help="write the last cycle's requests to FILE.<pods>.<i>")
     args = ap.parse_args()
     sizes = [int(x) for x in args.pods.split(",")]
     recorder = OpenRecorder()
@@ -189,7 +206,7 @@ def main() -> None:
             t = time.monotonic()
             node.add(n - len(node.pods))
             print(f"node: {n} pods x (sandbox + 3 containers) ready in {time.monotonic() - t:.1f} s", flush=True)
-            rows.append(bench(node, n, args.cycles, args.profile, recorder, workdir, args.cprofile))
+            rows.append(bench(node, n, args.cycles, args.profile, recorder, workdir, args.cprofile, args.dump))
             r = rows[-1]
             print(f"  {n} pods done: {r['cpu']:.1f} ms CPU", flush=True)
     finally:
@@ -209,7 +226,7 @@ def main() -> None:
     print()
     print("floor parts (median ms CPU): " + "; ".join(
         f"{r['pods']} pods: " + ", ".join(f"{k} {v:.1f}" for k, v in r["floor"].items())
-        + f" ({r['files']} files, {r['maps']} maps)" for r in rows))
+        + f" ({r['files']} files opened, {r['kept']} kept open, {r['maps']} maps)" for r in rows))
     print("cyclic GC during the timed cycles: " + "; ".join(
         f"{r['pods']} pods: {r['gc_ms']:.1f} ms/cycle, {r['gc_full']:.2f} full collections/cycle" for r in rows))
     for r in rows:

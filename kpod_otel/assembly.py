@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 import os
+import resource
 import sys
 import threading
 import time
@@ -286,6 +287,17 @@ def build_sinks(exporters: frozenset[MetricsExporter], console: bool, stats: Age
     return sinks
 
 
+def raise_open_files_limit() -> None:
+    """RLIMIT_NOFILE's soft limit up to its hard limit (no privilege needed): the cgroup collectors keep
+    ~8 files open per container (`cgroup/problems.py`, `KeptFiles`; docs/architecture.md)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.info("RLIMIT_NOFILE stays at %d (hard %d): %s", soft, hard, exc)
+
+
 def build_agent(config: Config, console: bool, export: bool, unknown_origin_ns: int | None = None) -> Assembled:
     """`console`: print a table every cycle; `export`: deliver to what OTEL_METRICS_EXPORTER selects;
     `unknown_origin_ns`: see MetricsPipeline (`snapshot` passes the boot time)."""
@@ -295,6 +307,7 @@ def build_agent(config: Config, console: bool, export: bool, unknown_origin_ns: 
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     stats = AgentStats()
+    raise_open_files_limit()  # before the collectors size their kept cgroup files (cgroup/problems.py)
     fs = cgroup_fs(config)
     pipeline = MetricsPipeline(
         build_collectors(config, fs, stats),

@@ -79,7 +79,7 @@ class CgroupFiles:
             return None
         rel = rel.strip("/")
         path = f"{base}/{rel}/{name}" if rel else f"{base}/{name}"  # thousands per cycle: no os.path.join
-        return self.problems.read_parsed(key, path, parse, lambda: self.fs.exists(rel), optional)
+        return self.problems.read_parsed(key, path, parse, lambda: self.fs.exists(rel), optional, keep=True)
 
     def io(self, key: str, rel: str) -> dict[str, DeviceIO] | None:
         """Cumulative block I/O per `maj:min`: v2 `io.stat`; v1 `blkio.throttle.*_recursive`, or the BFQ

@@ -87,5 +87,6 @@ class CpuCollector(Collector):
         return snap
 
     def close(self) -> None:
+        self._files.problems.close()
         if self._ebpf is not None:
             self._ebpf.close()

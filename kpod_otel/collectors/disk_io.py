@@ -91,3 +91,6 @@ class DiskIOCollector(Collector):
                      "no disk I/O is reported on this node")
         self._problems.prune(t.key for t in targets)
         return snap
+
+    def close(self) -> None:
+        self._problems.close()

@@ -130,5 +130,6 @@ class MemoryCollector(Collector):
                 and self._ebpf.first_event_zeros(container, metric))
 
     def close(self) -> None:
+        self._files.problems.close()
         if self._ebpf is not None:
             self._ebpf.close()

@@ -24,7 +24,7 @@ from kpod_otel.selfmetrics import AgentStats
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MAX_POINTS = 5000
+DEFAULT_MAX_POINTS = 50000
 DEFAULT_MAX_BYTES = 3 * 1024 * 1024
 
 
