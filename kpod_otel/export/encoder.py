@@ -60,10 +60,17 @@ _HDP_FLAGS = b"\x50"  # HistogramDataPoint.flags = 10 (varint)
 _U64 = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
 _F64 = struct.Struct("<d")
+_SMALL_VARINTS_END = 1 << 14  # every length of a data point and of most metrics: one list index, not a loop
 _TEMPORALITIES = {False: _TEMPORALITY + bytes([CUMULATIVE]), True: _TEMPORALITY + bytes([DELTA])}
 
 
 def varint(n: int) -> bytes:
+    if 0 <= n < _SMALL_VARINTS_END:
+        return _SMALL_VARINTS[n]
+    return _varint(n)
+
+
+def _varint(n: int) -> bytes:
     if n < 0x80:
         return bytes((n,))
     out = bytearray()
@@ -72,6 +79,9 @@ def varint(n: int) -> bytes:
         n >>= 7
     out.append(n)
     return bytes(out)
+
+
+_SMALL_VARINTS = [_varint(n) for n in range(_SMALL_VARINTS_END)]
 
 
 def field(tag: bytes, payload: bytes) -> bytes:
@@ -98,25 +108,34 @@ class AttributeCache:
     """
 
     def __init__(self) -> None:
-        self._cache: dict[tuple[bytes, AttrKey], bytes] = {}
-        self._previous: dict[tuple[bytes, AttrKey], bytes] = {}
+        # tag -> attributes -> bytes (one table per tag: a point's lookup needs no (tag, attributes) key)
+        self._cache: dict[bytes, dict[AttrKey, bytes]] = {}
+        self._previous: dict[bytes, dict[AttrKey, bytes]] = {}
+
+    def table(self, tag: bytes) -> dict[AttrKey, bytes]:
+        """This cycle's sets already used with `tag`: look a set up here first, `get` it when missing."""
+        table = self._cache.get(tag)
+        if table is None:
+            table = self._cache[tag] = {}
+        return table
 
     def get(self, tag: bytes, attributes: AttrKey) -> bytes:
-        key = (tag, attributes)
-        encoded = self._cache.get(key)
+        table = self.table(tag)
+        encoded = table.get(attributes)
         if encoded is None:
-            encoded = self._previous.get(key)
+            previous = self._previous.get(tag)
+            encoded = None if previous is None else previous.get(attributes)
             if encoded is None:
                 encoded = b"".join(field(tag, KeyValue(key=k, value=any_value(v)).SerializeToString())
                                    for k, v in attributes)
-            self._cache[key] = encoded
+            table[attributes] = encoded
         return encoded
 
     def next_cycle(self) -> None:
         self._previous, self._cache = self._cache, {}
 
     def __len__(self) -> int:
-        return len(self._cache) + len(self._previous)
+        return sum(len(t) for g in (self._cache, self._previous) for t in g.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +212,8 @@ class ResourceEncoder:
         spec = mp.spec
         gauge = spec.kind is InstrumentKind.GAUGE
         attrs = self._attrs.get
+        cached = self._attrs.table(_NDP_ATTRIBUTES).get
+        small = _SMALL_VARINTS
         int_pack, double_pack, u64 = _I64.pack, _F64.pack, _U64.pack
         now_time = _NDP_TIME + u64(self.time_ns)
         starts: dict[int, bytes] = {}
@@ -204,12 +225,16 @@ class ResourceEncoder:
                 times = starts.get(start)  # type: ignore[assignment]
                 if times is None:
                     times = starts[start] = _NDP_START + u64(start) + now_time
+            encoded = cached(attributes)
+            if encoded is None:
+                encoded = attrs(_NDP_ATTRIBUTES, attributes)
             if flags:
-                body = attrs(_NDP_ATTRIBUTES, attributes) + times + _NDP_FLAGS + varint(flags)
+                body = encoded + times + _NDP_FLAGS + varint(flags)
             else:
-                body = attrs(_NDP_ATTRIBUTES, attributes) + times + (
+                body = encoded + times + (
                     _NDP_INT + int_pack(value) if value.__class__ is int else _NDP_DOUBLE + double_pack(value))
-            parts.append(_DATA_POINTS + varint(len(body)) + body)
+            size = len(body)
+            parts.append(_DATA_POINTS + (small[size] if size < _SMALL_VARINTS_END else _varint(size)) + body)
         if gauge:
             data = field(_M_GAUGE, b"".join(parts))
         else:
