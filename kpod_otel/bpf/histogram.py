@@ -10,6 +10,7 @@ in the OTel bucket whose bounds contain v.
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -29,6 +30,14 @@ def slot_upper_ns(slot: int) -> int:
     """Largest value (inclusive) in `slot`; slots 0 and 1 both end at 1 ns."""
     return (1 << max(slot, 1)) - 1
 
+
+def _slot_low_ns(slot: int) -> int:
+    """Smallest value in `slot` (slot 1 also holds 0)."""
+    return 1 << (slot - 1) if slot >= 2 else 0
+
+
+_SLOT_LOW_NS = tuple(_slot_low_ns(k) for k in range(SLOTS))
+_SLOT_HIGH_NS = tuple(slot_upper_ns(k) for k in range(SLOTS))
 
 # Upper bounds of slots 1 .. SLOTS-2 in seconds; slot SLOTS-1 is the +Inf bucket.
 BOUNDS_SECONDS: tuple[float, ...] = tuple(slot_upper_ns(k) / NS_PER_S for k in range(1, SLOTS - 1))
@@ -67,11 +76,17 @@ def consistent_sum_ns(slots: Sequence[int], sum_ns: int) -> int:
     kept within their range. Over successive reads the clamped sum never decreases: both the raw sum
     and the slot-implied bounds only grow.
     """
-    low = high = 0
-    for k, n in enumerate(slots):
-        if n:
-            low += n * (1 << (k - 1) if k >= 2 else 0)  # slot 1 also holds 0
-            high += n * slot_upper_ns(k)
+    low: int
+    high: int
+    if len(slots) == SLOTS:  # thousands per cycle: the products in C
+        low = sum(map(operator.mul, slots, _SLOT_LOW_NS))
+        high = sum(map(operator.mul, slots, _SLOT_HIGH_NS))
+    else:
+        low = high = 0
+        for k, n in enumerate(slots):
+            if n:
+                low += n * _slot_low_ns(k)
+                high += n * slot_upper_ns(k)
     if sum_ns < low:
         return low
     if sum_ns > high and not slots[-1]:  # the last slot has no upper bound
