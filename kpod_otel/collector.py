@@ -61,7 +61,13 @@ class CollectorSnapshot:
     failed: bool = False
 
     def add(self, target_key: str, metric: str, value: int | float, attributes: Attributes) -> None:
-        self.points.setdefault(target_key, {}).setdefault(metric, []).append(Observation(value, attributes))
+        by_metric = self.points.get(target_key)  # (setdefault would build a {} and a [] on every call)
+        if by_metric is None:
+            by_metric = self.points[target_key] = {}
+        observations = by_metric.get(metric)
+        if observations is None:
+            observations = by_metric[metric] = []
+        observations.append(Observation(value, attributes))
 
     def add_histogram(self, target_key: str, point: HistogramPoint) -> None:
         self.histograms.setdefault(target_key, []).append(point)
