@@ -85,6 +85,11 @@ def threads(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/task"))
 
 
+def open_fds(pid: int) -> int:
+    """The agent's open file descriptors (kept cgroup files among them: they must follow the pods)."""
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
 def wait_exports(server: ServerProcess, count: int, agent: subprocess.Popen[bytes], timeout: float = 120) -> int:
     """Wait until `count` more requests arrived; returns the new total."""
     start = server.received()["arrivals"]
@@ -149,11 +154,13 @@ def main() -> None:
         steady_rss = rss_kb(agent.pid)
         hwm = rss_kb(agent.pid, "VmHWM")
         steady_threads = threads(agent.pid)
+        steady_fds = open_fds(agent.pid)
         print(f"other processes mapping libLLVM right now: {other_llvm_users(agent.pid)}"
               + (f" (the agent maps its own copies: {private_llvm_mapped(agent.pid, workdir)})"
                  if args.private_llvm else ""), flush=True)
         print(f"steady state, {args.pods} pods, {args.profile}: RSS {steady_rss / 1024:.1f} MB "
-              f"(peak VmHWM {hwm / 1024:.1f} MB), {steady_threads} threads; {memory_breakdown(agent.pid)}", flush=True)
+              f"(peak VmHWM {hwm / 1024:.1f} MB), {steady_threads} threads, {steady_fds} open fds; "
+              f"{memory_breakdown(agent.pid)}", flush=True)
         server.take_requests()
 
         rounds = max(1, args.lifecycles // args.churn)
@@ -175,8 +182,9 @@ def main() -> None:
         wait_exports(server, 3, agent)
         end_rss = rss_kb(agent.pid)
         end_threads = threads(agent.pid)
+        end_fds = open_fds(agent.pid)
         print(f"after {rounds * args.churn} lifecycles ({time.monotonic() - t:.0f} s): RSS {end_rss / 1024:.1f} MB, "
-              f"{end_threads} threads; {memory_breakdown(agent.pid)}", flush=True)
+              f"{end_threads} threads, {end_fds} open fds; {memory_breakdown(agent.pid)}", flush=True)
         print()
         print(f"start-up to first export      {startup:6.2f} s   (target <= 10 s)")
         print(f"RSS steady, {args.pods} pods          {steady_rss / 1024:6.1f} MB  (target <= 180 MB); "
@@ -184,6 +192,7 @@ def main() -> None:
         print(f"RSS growth, {rounds * args.churn} lifecycles  {(end_rss - steady_rss) / 1024:+6.1f} MB  "
               f"(target <= 10 MB); vs after the first 10 %: {(end_rss - (warm_rss or steady_rss)) / 1024:+.1f} MB; "
               f"threads {steady_threads} -> {end_threads}")
+        print(f"open fds, {rounds * args.churn} lifecycles  {steady_fds} -> {end_fds}")
     finally:
         if agent is not None and agent.poll() is None:
             agent.terminate()
