@@ -58,9 +58,16 @@ _NDP_FLAGS = b"\x40"  # NumberDataPoint.flags = 8 (varint)
 _HDP_FLAGS = b"\x50"  # HistogramDataPoint.flags = 10 (varint)
 
 _U64 = struct.Struct("<Q")
+# A number point's fields after its attributes, in one pack: start (fixed64, sums only), time (fixed64) and
+# the value (as_int sfixed64 or as_double), each behind its tag (_NDP_START 0x11, _NDP_TIME 0x19, _NDP_INT
+# 0x31, _NDP_DOUBLE 0x21).
+_SUM_INT = struct.Struct("<BQBQBq")
+_SUM_DOUBLE = struct.Struct("<BQBQBd")
+_GAUGE_INT = struct.Struct("<BQBq")
+_GAUGE_DOUBLE = struct.Struct("<BQBd")
 _I64 = struct.Struct("<q")
 _F64 = struct.Struct("<d")
-_SMALL_VARINTS_END = 1 << 14  # every length of a data point and of most metrics: one list index, not a loop
+_SMALL_VARINTS_END = 1 << 12  # every length of a data point and of many metrics: one list index, not a loop
 _TEMPORALITIES = {False: _TEMPORALITY + bytes([CUMULATIVE]), True: _TEMPORALITY + bytes([DELTA])}
 
 
@@ -181,6 +188,9 @@ class ResourceEncoder:
         self._attrs = attributes if attributes is not None else AttributeCache()
         self._heads: dict[str, bytes] = {}
         self._bounds: dict[tuple[float, ...], bytes] = {}
+        # attribute set -> its point prefix (see _numbers), for points with and without a start time
+        self._sum_prefixes: dict[AttrKey, bytes] = {}
+        self._gauge_prefixes: dict[AttrKey, bytes] = {}
 
     def _head(self, spec: InstrumentSpec) -> bytes:
         head = self._heads.get(spec.name)
@@ -212,29 +222,37 @@ class ResourceEncoder:
         spec = mp.spec
         gauge = spec.kind is InstrumentKind.GAUGE
         attrs = self._attrs.get
-        cached = self._attrs.table(_NDP_ATTRIBUTES).get
-        small = _SMALL_VARINTS
-        int_pack, double_pack, u64 = _I64.pack, _F64.pack, _U64.pack
-        now_time = _NDP_TIME + u64(self.time_ns)
-        starts: dict[int, bytes] = {}
+        # A point with a value is [prefix: tag, length, attributes][times and value: one struct.pack]; the
+        # prefix depends only on the attribute set (the rest has a fixed size), so it is built once per set
+        # and cycle, and shared by that container's points of every metric.
+        prefixes = self._gauge_prefixes if gauge else self._sum_prefixes
+        prefix_of = prefixes.get
+        fixed = _GAUGE_INT.size if gauge else _SUM_INT.size  # (the double layouts have the same size)
+        time_ns = self.time_ns
+        now_time = _NDP_TIME + _U64.pack(time_ns)
+        sum_int, sum_double = _SUM_INT.pack, _SUM_DOUBLE.pack
+        gauge_int, gauge_double = _GAUGE_INT.pack, _GAUGE_DOUBLE.pack
         parts: list[bytes] = []
         for attributes, start, value, flags in zip(mp.attributes, mp.starts, mp.values, mp.flags, strict=True):
-            if gauge:
-                times = now_time
-            else:
-                times = starts.get(start)  # type: ignore[assignment]
-                if times is None:
-                    times = starts[start] = _NDP_START + u64(start) + now_time
-            encoded = cached(attributes)
-            if encoded is None:
+            if flags:  # an end of series: no value
+                times = now_time if gauge else _NDP_START + _U64.pack(start) + now_time
+                body = attrs(_NDP_ATTRIBUTES, attributes) + times + _NDP_FLAGS + varint(flags)
+                parts.append(_DATA_POINTS + varint(len(body)) + body)
+                continue
+            prefix = prefix_of(attributes)
+            if prefix is None:
                 encoded = attrs(_NDP_ATTRIBUTES, attributes)
-            if flags:
-                body = encoded + times + _NDP_FLAGS + varint(flags)
+                prefix = prefixes[attributes] = _DATA_POINTS + varint(len(encoded) + fixed) + encoded
+            if gauge:
+                if value.__class__ is int:
+                    rest = gauge_int(0x19, time_ns, 0x31, value)
+                else:
+                    rest = gauge_double(0x19, time_ns, 0x21, value)
+            elif value.__class__ is int:
+                rest = sum_int(0x11, start, 0x19, time_ns, 0x31, value)
             else:
-                body = encoded + times + (
-                    _NDP_INT + int_pack(value) if value.__class__ is int else _NDP_DOUBLE + double_pack(value))
-            size = len(body)
-            parts.append(_DATA_POINTS + (small[size] if size < _SMALL_VARINTS_END else _varint(size)) + body)
+                rest = sum_double(0x11, start, 0x19, time_ns, 0x21, value)
+            parts += (prefix, rest)
         if gauge:
             data = field(_M_GAUGE, b"".join(parts))
         else:
