@@ -54,6 +54,7 @@ class CgroupFiles:
     def __init__(self, fs: CgroupFS, problems: ProblemLog) -> None:
         self.fs = fs
         self.problems = problems
+        self._kept = problems.kept
         self._bases: dict[str, str | None] = {}
         blkio_root = fs.v1_dir("blkio", "")
         self._has_bfq = blkio_root is not None and os.path.exists(os.path.join(blkio_root, _BFQ[0]))
@@ -79,6 +80,9 @@ class CgroupFiles:
             return None
         rel = rel.strip("/")
         path = f"{base}/{rel}/{name}" if rel else f"{base}/{name}"  # thousands per cycle: no os.path.join
+        text = self._kept.read(path)  # the usual case: a file kept open (an absent file never is)
+        if text is not None:
+            return self.problems.parsed(key, path, parse(text))
         return self.problems.read_parsed(key, path, parse, lambda: self.fs.exists(rel), optional, keep=True)
 
     def io(self, key: str, rel: str) -> dict[str, DeviceIO] | None:

@@ -184,7 +184,10 @@ class ProblemLog:
         text = self.read(target_key, path, still_there, optional, keep)
         if text is None:
             return None
-        record = parse(text)
+        return self.parsed(target_key, path, parse(text))
+
+    def parsed(self, target_key: str, path: str, record: R) -> R:
+        """`record`, parsed from `path`, after counting its malformed lines as "parse" errors."""
         if record.malformed:
             self.report(target_key, "parse", f"{record.malformed} malformed lines in {os.path.basename(path)}",
                         record.malformed)
