@@ -301,7 +301,7 @@ class SeriesTracker:
         counts = tuple(h.bucket_counts)
         if len(counts) != len(h.bounds) + 1:
             raise ValueError(f"{len(counts)} bucket counts for {len(h.bounds)} bounds")
-        if any(c < 0 for c in counts):
+        if min(counts) < 0:  # (never empty: one more count than bounds)
             raise ValueError("negative bucket count")
         name = spec.name
         delta = name in self._delta
