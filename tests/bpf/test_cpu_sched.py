@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import astuple, dataclass
@@ -19,6 +20,7 @@ from tests.bpf.conftest import (
     target_for,
     value,
 )
+from tests.conftest import require
 
 # Three threads sleeping n times each, then parked (alive, so /proc keeps their counters).
 SLEEPER = """
@@ -267,3 +269,50 @@ def test_runqueue_latency_of_two_spinners_on_one_cpu(cpu_collector: CpuSchedColl
     (_, n1, _, h1, _, _, _, _), (_, n2, _, h2, _, _, _, _) = rounds
     assert h1 is not None and h2 is not None
     assert h2.count - h1.count >= 0.95 * (n2 - n1) > 0  # the count grows with the switches
+
+
+# Spins for the given seconds, then blocks on its stdin read (a voluntary switch-out).
+SPIN_THEN_BLOCK = """
+import time
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    pass
+"""
+
+
+def test_a_mark_left_while_running_is_cleared_when_the_task_blocks(cpu_collector: CpuSchedCollector,
+                                                                   cgroups: CgroupFactory) -> None:
+    """A wakeup of a task that is still running leaves a run-queue mark behind (the race of
+    set_current_state/schedule). If the task then blocks and the run for its next wakeup is skipped
+    (recursion protection), that stale mark would make its whole sleep one 'wait'. The program clears the
+    mark at the voluntary switch-out. The race cannot be provoked at will: the test plants such a mark in the
+    kernel map while the task spins, lets it block, and reads the map back; the task's next real wait must
+    then be short."""
+    cpus = sorted(os.sched_getaffinity(0))
+    require(len(cpus) >= 2, "needs two CPUs: the spinner must not be preempted by the test itself")
+    a = cgroups.make("stale-a")
+    ta = target_for("a", a)
+    w = Workload(SPIN_THEN_BLOCK, "0.4")
+    try:
+        a.add(w.pid)
+        # the spinner alone on one CPU, the test on another: nothing of ours preempts it (a preemption
+        # would replace the planted mark and hide what the test looks for)
+        os.sched_setaffinity(w.pid, {cpus[1]})
+        os.sched_setaffinity(0, {cpus[0]})
+        table = cpu_collector._program.table("enqueued_at")
+        w.start()
+        time.sleep(0.3)  # spinning now, 0.1 s before it blocks
+        stale = time.monotonic_ns() - 10 * 10**9  # bpf_ktime_get_ns is CLOCK_MONOTONIC
+        table[table.Key(w.pid)] = table.Leaf(stale)
+        w.wait()  # blocked on its stdin read again
+        left = table.get(table.Key(w.pid))
+        assert left is not None and left.value == 0, f"mark left after a voluntary switch-out: {left}"
+        w.run()  # woken for real: a fresh mark, consumed at its switch-in
+        hist = histogram(cpu_collector.collect([ta]), ta, RUNQ_LATENCY)
+    finally:
+        os.sched_setaffinity(0, cpus)
+        w.stop()
+    assert hist is not None and hist.count >= 1
+    # the highest non-empty bucket's lower bound stays far below the planted 10 s
+    top = max(i for i, c in enumerate(hist.bucket_counts) if c)
+    assert top == 0 or hist.bounds[top - 1] < 1.0, (hist.bounds, hist.bucket_counts)
