@@ -27,6 +27,7 @@ os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 import argparse
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -116,6 +117,11 @@ def main() -> None:
                          "no other process maps them, so that their pages are not shared with other bcc users")
     ap.add_argument("--temporality", default="cumulative", choices=["cumulative", "delta", "lowmemory"],
                     help="the agent's OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE")
+    ap.add_argument("--tracemalloc", type=int, default=0, metavar="FRAMES",
+                    help="run the agent with KPOD_TRACEMALLOC=FRAMES and signal it (SIGUSR1) before the churn, after "
+                         "--trace-at lifecycles and at the end: its log gets the allocation sites that grew in between")
+    ap.add_argument("--trace-at", type=int, default=0, metavar="LIFECYCLES",
+                    help="lifecycles before the first allocation dump (default: the first 10 %%)")
     args = ap.parse_args()
 
     node = NodePods()
@@ -133,6 +139,8 @@ def main() -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "KPOD_", "KUBERNETES_"))}
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = server.endpoint
         env["OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE"] = args.temporality
+        if args.tracemalloc:
+            env["KPOD_TRACEMALLOC"] = str(args.tracemalloc)
         if args.private_llvm:
             libdir = workdir / "lib"
             libdir.mkdir()
@@ -162,8 +170,12 @@ def main() -> None:
               f"(peak VmHWM {hwm / 1024:.1f} MB), {steady_threads} threads, {steady_fds} open fds; "
               f"{memory_breakdown(agent.pid)}", flush=True)
         server.take_requests()
+        if args.tracemalloc:
+            agent.send_signal(signal.SIGUSR1)  # tracing starts here
+            wait_exports(server, 2, agent)
 
         rounds = max(1, args.lifecycles // args.churn)
+        trace_round = max(1, (args.trace_at or args.lifecycles // 10) // args.churn)
         warm_rss = None
         t = time.monotonic()
         for r in range(rounds):
@@ -179,12 +191,21 @@ def main() -> None:
                 wait_exports(server, 2, agent)
                 warm_rss = rss_kb(agent.pid)
                 print(f"after {(r + 1) * args.churn} lifecycles: RSS {warm_rss / 1024:.1f} MB", flush=True)
+            if args.tracemalloc and r + 1 == trace_round:
+                wait_exports(server, 2, agent)
+                agent.send_signal(signal.SIGUSR1)
+                print(f"after {(r + 1) * args.churn} lifecycles: allocation dump requested "
+                      f"(RSS {rss_kb(agent.pid) / 1024:.1f} MB)", flush=True)
         wait_exports(server, 3, agent)
         end_rss = rss_kb(agent.pid)
         end_threads = threads(agent.pid)
         end_fds = open_fds(agent.pid)
         print(f"after {rounds * args.churn} lifecycles ({time.monotonic() - t:.0f} s): RSS {end_rss / 1024:.1f} MB, "
               f"{end_threads} threads, {end_fds} open fds; {memory_breakdown(agent.pid)}", flush=True)
+        if args.tracemalloc:
+            agent.send_signal(signal.SIGUSR1)
+            wait_exports(server, 1, agent)
+            print(log_path.read_text()[log_path.read_text().find("tracemalloc dump"):], flush=True)
         print()
         print(f"start-up to first export      {startup:6.2f} s   (target <= 10 s)")
         print(f"RSS steady, {args.pods} pods          {steady_rss / 1024:6.1f} MB  (target <= 180 MB); "

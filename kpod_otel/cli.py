@@ -74,7 +74,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_run(config: Config, once: bool, console: bool) -> int:
     from kpod_otel.assembly import build_agent, export_disabled
+    from kpod_otel.memory_trace import tracer_from_env
 
+    tracer = tracer_from_env()
+    if tracer is not None:
+        tracer.start()
     if export_disabled():
         log.warning("OTEL_SDK_DISABLED=true: not collecting or exporting; waiting for SIGTERM")
         _wait_for_signal()
