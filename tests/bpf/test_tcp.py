@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 
 from kpod_otel.bpf.program import BpfEnvironment
+from kpod_otel.collector import CollectorSnapshot
 from kpod_otel.collectors.tcp import (
     BYTES_RECEIVED,
     BYTES_SENT,
@@ -31,6 +32,7 @@ from kpod_otel.collectors.tcp import (
     RTT,
     TcpCollector,
 )
+from kpod_otel.model import Target
 from kpod_otel.selfmetrics import AgentStats
 from tests.bpf.conftest import Cgroup, CgroupFactory, Workload, histogram, target_for, value
 from tests.conftest import require
@@ -89,23 +91,29 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+
+def exchange(collector: TcpCollector, server: Workload, client: Workload, *, server_in: Cgroup, client_in: Cgroup,
+             targets: list[Target]) -> CollectorSnapshot:
+    """Run one round of a server and its client, each in its own cgroup, then read the collector once."""
+    try:
+        server_in.add(server.pid)
+        client_in.add(client.pid)
+        server.start()
+        client.run()
+        server.wait()
+        return collector.collect(targets)
+    finally:
+        server.stop()
+        client.stop()
+
 def test_loopback_bytes_connections_rtt(tcp_collector: TcpCollector, cgroups: CgroupFactory,
                                         tmp_path: Path) -> None:
     a, b = cgroups.make("tcp-a"), cgroups.make("tcp-b")
     ta, tb = target_for("a", a), target_for("b", b)
     args = ("127.0.0.1", str(free_port()), str(CONNS), str(PAYLOAD), str(REPLY))
     min_rtt_file = tmp_path / "min_rtt"
-    server, client = Workload(SERVER, *args), Workload(CLIENT, *args, str(min_rtt_file))
-    try:
-        b.add(server.pid)
-        a.add(client.pid)
-        server.start()
-        client.run()
-        server.wait()
-        snap = tcp_collector.collect([ta, tb])
-    finally:
-        server.stop()
-        client.stop()
+    snap = exchange(tcp_collector, Workload(SERVER, *args), Workload(CLIENT, *args, str(min_rtt_file)),
+                    server_in=b, client_in=a, targets=[ta, tb])
     assert 0 <= value(snap, ta, BYTES_SENT) - CONNS * PAYLOAD <= CONNS
     assert 0 <= value(snap, tb, BYTES_RECEIVED) - CONNS * PAYLOAD <= CONNS
     assert 0 <= value(snap, tb, BYTES_SENT) - CONNS * REPLY <= CONNS
@@ -171,17 +179,8 @@ def test_reply_acked_only_as_the_socket_closes(tcp_collector: TcpCollector, cgro
     a, b = cgroups.make("lastack-a"), cgroups.make("lastack-b")
     ta, tb = target_for("a", a), target_for("b", b)
     args = ("127.0.0.1", str(free_port()), str(CONNS), "500", "700")
-    server, client = Workload(HALF_CLOSE_SERVER, *args), Workload(HALF_CLOSE_CLIENT, *args)
-    try:
-        b.add(server.pid)
-        a.add(client.pid)
-        server.start()
-        client.run()
-        server.wait()
-        snap = tcp_collector.collect([ta, tb])
-    finally:
-        server.stop()
-        client.stop()
+    snap = exchange(tcp_collector, Workload(HALF_CLOSE_SERVER, *args), Workload(HALF_CLOSE_CLIENT, *args),
+                    server_in=b, client_in=a, targets=[ta, tb])
     # Bytes the test sent, + at most 1 per connection for the FIN (sequence space).
     assert 0 <= value(snap, tb, BYTES_SENT) - CONNS * 700 <= CONNS
     assert 0 <= value(snap, ta, BYTES_RECEIVED) - CONNS * 700 <= CONNS
